@@ -1,0 +1,203 @@
+"""Wiring and lifecycle: start the producer, HTTP session, source and dispatcher; run; drain; stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from consumer.auth import make_signer
+from consumer.dispatcher import Dispatcher
+from consumer.intake import Envelope, Intake, Refusal
+from consumer.offsets import Ticket
+from consumer.sender import AiohttpTransport, ProviderSender, make_session
+from consumer.source import KafkaSource, consumer_kwargs
+from consumer.status import Origin, StatusPublisher
+from consumer.templates import compile_providers
+from schemas.config import ServiceConfig
+
+log = structlog.get_logger("consumer.app")
+
+STOP_TIMEOUT = 10.0
+
+
+def producer_kwargs(settings: Any) -> dict[str, Any]:
+    """aiokafka producer options for statuses: acknowledged by all in-sync replicas, idempotent."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": f"{settings.client_id}-status",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.status_linger_ms,
+        "max_batch_size": settings.status_max_batch_bytes,
+        "compression_type": None if settings.compression_type == "none" else settings.compression_type,
+        "request_timeout_ms": 30_000,
+    }
+
+
+@dataclass
+class RunStats:
+    """Counts of one run, for the caller (the demo prints them)."""
+
+    consumed: int = 0
+    refused: int = 0
+    by_code: dict[str, int] = field(default_factory=dict)
+
+
+class Service:
+    """The running service. `run()` returns after a stop was requested and the drain finished."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.providers = compile_providers(config.providers)
+        self.stats = RunStats()
+        self._stop_requested = asyncio.Event()
+        self._hard_stop = asyncio.Event()
+        self.source: KafkaSource | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    def request_stop(self) -> None:
+        """First call: drain and stop. Second call: stop at once without committing unfinished work."""
+        if self._stop_requested.is_set():
+            log.warning("second stop request: stopping now")
+            self._hard_stop.set()
+        self._stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> None:
+        kafka, pipeline = self.config.kafka, self.config.pipeline
+        producer = AIOKafkaProducer(**producer_kwargs(kafka))
+        await producer.start()
+        session = make_session()
+        consumer = AIOKafkaConsumer(**consumer_kwargs(kafka))
+        try:
+            transport = AiohttpTransport(session)
+            senders = {
+                name: ProviderSender(p, transport, make_signer(p.config.auth)) for name, p in self.providers.items()
+            }
+            publisher = StatusPublisher(producer, kafka.status_topic, kafka.dlq_topic)
+            high = pipeline.max_pending_messages
+            source_box: list[KafkaSource] = []
+            dispatcher = Dispatcher(
+                senders,
+                publisher,
+                lambda tickets: source_box[0].complete(tickets),
+                linger=pipeline.linger_ms / 1000,
+                publish_retry_backoff=pipeline.status_retry_backoff_s,
+            )
+
+            async def drain(timeout: float) -> bool:
+                dispatcher.flush()
+                return await dispatcher.wait_idle(timeout)
+
+            source = KafkaSource(
+                consumer,
+                kafka.input_topic,
+                max_records=kafka.max_poll_records,
+                commit_interval=pipeline.commit_interval_ms / 1000,
+                pending=lambda: dispatcher.pending,
+                high_water=high,
+                low_water=int(high * pipeline.resume_below_ratio),
+                drain=drain,
+                drain_timeout=kafka.rebalance_timeout_ms / 1000 * 0.8,
+            )
+            source_box.append(source)
+            self.source, self.dispatcher = source, dispatcher
+            intake = Intake(self.providers)
+            source.subscribe()
+            await consumer.start()
+            log.info(
+                "service started",
+                topic=kafka.input_topic,
+                group=kafka.group_id,
+                providers=sorted(self.providers),
+            )
+            await self._serve(source, dispatcher, intake)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT)
+            await session.close()
+            try:
+                await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
+            except (TimeoutError, Exception) as exc:
+                log.warning("status producer did not stop cleanly", error=type(exc).__name__)
+            log.info("service stopped", consumed=self.stats.consumed, refused=self.stats.refused)
+
+    async def _serve(self, source: KafkaSource, dispatcher: Dispatcher, intake: Intake) -> None:
+        stats = self.stats
+        accept = intake.accept
+        submit = dispatcher.submit
+
+        def handle(records: Sequence[tuple[ConsumerRecord[bytes, bytes], Ticket[TopicPartition]]]) -> None:
+            refusals: list[Refusal] = []
+            refused_tickets = []
+            for record, ticket in records:
+                origin = Origin(record.topic, record.partition, record.offset, record.timestamp)
+                result = accept(record.key, record.value, origin)
+                if isinstance(result, Envelope):
+                    result.ticket = ticket
+                    submit(result)
+                else:
+                    refusals.append(result)
+                    refused_tickets.append(ticket)
+                    stats.by_code[result.code] = stats.by_code.get(result.code, 0) + 1
+                    if result.dead_letter is not None:
+                        log.warning(
+                            "event rejected",
+                            code=result.code,
+                            reason=result.message,
+                            partition=origin.partition,
+                            offset=origin.offset,
+                        )
+            stats.consumed += len(records)
+            if refusals:
+                stats.refused += len(refusals)
+                dispatcher.conclude(refusals, refused_tickets)
+
+        tasks = [
+            asyncio.create_task(source.run(handle), name="source"),
+            asyncio.create_task(dispatcher.run_timer(), name="linger-timer"),
+            asyncio.create_task(source.run_commits(), name="committer"),
+        ]
+        stop_wait = asyncio.create_task(self._stop_requested.wait())
+        try:
+            done, _ = await asyncio.wait([tasks[0], stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            if tasks[0] in done and tasks[0].exception() is not None:
+                raise tasks[0].exception()  # type: ignore[misc]
+            source.stop()
+            await asyncio.wait_for(asyncio.shield(tasks[0]), STOP_TIMEOUT)
+            await self._drain(source, dispatcher)
+        finally:
+            stop_wait.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+
+    async def _drain(self, source: KafkaSource, dispatcher: Dispatcher) -> None:
+        deadline = self.config.pipeline.shutdown_timeout_s
+        log.info("draining", buffered=dispatcher.buffered, in_flight=dispatcher.in_flight, deadline_s=deadline)
+        dispatcher.flush()
+        hard = asyncio.create_task(self._hard_stop.wait())
+        idle = asyncio.create_task(dispatcher.wait_idle(deadline))
+        await asyncio.wait([hard, idle], return_when=asyncio.FIRST_COMPLETED)
+        hard.cancel()
+        finished = idle.done() and idle.result()
+        idle.cancel()
+        if not finished:
+            log.warning(
+                "drain incomplete: unfinished work stays uncommitted and will be read again",
+                in_flight=dispatcher.in_flight,
+            )
+            await dispatcher.cancel()
+        committed = await source.commit()
+        log.info("final commit", partitions=len(committed))

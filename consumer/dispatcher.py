@@ -1,0 +1,223 @@
+"""Dispatching: batches messages, sends each batch to its provider, publishes one status per message, and
+reports the records whose statuses Kafka acknowledged.
+
+Owns the accumulator, the linger timer and the in-flight batch tasks. A batch is one task, not one task per
+message. `pending` counts messages buffered plus in flight, which the source uses to pause fetching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from consumer.accumulator import Accumulator
+from consumer.intake import Envelope, Refusal
+from consumer.responses import RecordOutcome
+from consumer.sender import ProviderSender, SendResult
+from consumer.status import StatusPublisher, status_record
+from schemas.events import Status
+
+log = structlog.get_logger("consumer.dispatcher")
+
+GroupKey = tuple[str, str, bytes]
+
+
+class Dispatcher:
+    """Batches envelopes, sends them and publishes their statuses."""
+
+    def __init__(
+        self,
+        senders: dict[str, ProviderSender],
+        publisher: StatusPublisher,
+        on_done: Callable[[Sequence[Any]], None],
+        *,
+        linger: float,
+        publish_retry_backoff: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._senders = senders
+        self._publisher = publisher
+        self._on_done = on_done
+        self._acc: Accumulator[GroupKey, Envelope] = Accumulator(linger)
+        self._clock = clock
+        self._backoff = publish_retry_backoff
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        """Messages buffered plus in flight."""
+        return len(self._acc) + self._in_flight
+
+    @property
+    def buffered(self) -> int:
+        return len(self._acc)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, envelope: Envelope) -> None:
+        """Buffer a message; a full batch is sent at once."""
+        provider = envelope.provider
+        if provider.batch_key is None:
+            self._launch([envelope])
+            return
+        key = (provider.name, envelope.request.campaign_id, envelope.prepared.group)
+        was_empty = self._acc.next_due() is None
+        batch = self._acc.add(key, envelope, provider.batch_size, self._clock())
+        if batch is not None:
+            self._launch(batch.items)
+        elif was_empty:
+            self._wake.set()
+
+    def conclude(self, refusals: Sequence[Refusal], tickets: Sequence[Any]) -> None:
+        """Publish the statuses and dead letters of refused records, then report their tickets done."""
+        statuses = [r.status for r in refusals if r.status is not None]
+        letters = [r.dead_letter for r in refusals if r.dead_letter is not None]
+        self._track(len(tickets), self._publish_then_done(statuses, letters, tickets))
+
+    def flush(self) -> None:
+        """Send every buffered batch now, full or not."""
+        for batch in self._acc.drain():
+            self._launch(batch.items)
+
+    async def run_timer(self) -> None:
+        """Send batches whose linger time has passed; runs until cancelled."""
+        while True:
+            due = self._acc.next_due()
+            self._wake.clear()
+            if due is None:
+                await self._wake.wait()
+                continue
+            delay = due - self._clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            for batch in self._acc.due(self._clock()):
+                self._launch(batch.items)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is in flight; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def cancel(self) -> None:
+        """Abandon in-flight work (its records stay uncommitted and will be read again)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _track(self, count: int, coro: Any) -> None:
+        self._in_flight += count
+        self._idle.clear()
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._in_flight -= count
+            if not self._tasks:
+                self._idle.set()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("batch task failed", exc_info=t.exception())
+
+        task.add_done_callback(finished)
+
+    def _launch(self, envelopes: list[Envelope]) -> None:
+        self._track(len(envelopes), self._send(envelopes))
+
+    async def _send(self, envelopes: list[Envelope]) -> None:
+        first = envelopes[0]
+        provider = first.provider
+        batch_id = uuid.uuid4().hex
+        try:
+            if provider.batch_key is not None:
+                assert first.prepared.head is not None
+                request = provider.render_batch(first.prepared.head, [e.prepared.item for e in envelopes])
+            else:
+                assert first.prepared.request is not None
+                request = first.prepared.request
+            result = await self._senders[provider.name].send(request, len(envelopes))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "dispatch failed", provider=provider.name, batch_id=batch_id, campaign_id=first.request.campaign_id
+            )
+            failure = RecordOutcome(False, None, "dispatch_error", f"could not dispatch: {type(exc).__name__}")
+            result = SendResult([failure] * len(envelopes), 0, None)
+        statuses = self._statuses(envelopes, result, batch_id)
+        log_event = log.debug if all(o.accepted for o in result.outcomes) else log.warning
+        log_event(
+            "batch sent",
+            provider=provider.name,
+            campaign_id=first.request.campaign_id,
+            batch_id=batch_id,
+            batch_size=len(envelopes),
+            http_status=result.http_status,
+            attempts=result.attempts,
+            accepted=sum(1 for o in result.outcomes if o.accepted),
+        )
+        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes])
+
+    def _statuses(self, envelopes: list[Envelope], result: SendResult, batch_id: str) -> list[tuple[bytes, bytes]]:
+        size = len(envelopes)
+        out = []
+        for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
+            request = envelope.request
+            if outcome.accepted:
+                status, reason = Status.SENT, None
+            else:
+                status = Status.DISPATCH_ERROR if outcome.code == "dispatch_error" else Status.FAILED
+                reason = (outcome.code or "failed", outcome.message or "")
+            out.append(
+                status_record(
+                    message_id=request.message_id,
+                    status=status,
+                    origin=envelope.origin,
+                    campaign_id=request.campaign_id,
+                    provider=request.provider,
+                    to=request.to,
+                    reason=reason,
+                    http_status=result.http_status,
+                    provider_message_id=outcome.provider_message_id,
+                    attempts=result.attempts,
+                    batch_id=batch_id,
+                    batch_size=size,
+                    created_at=envelope.created_at,
+                    metadata=request.metadata,
+                )
+            )
+        return out
+
+    async def _publish_then_done(self, statuses: Sequence[Any], letters: Sequence[Any], tickets: Sequence[Any]) -> None:
+        # A record counts as done only once Kafka acknowledged its status: until then its offset is not
+        # committed, so a crash here means it is read and sent again, never lost.
+        while True:
+            try:
+                await self._publisher.publish(statuses, letters)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("publishing statuses failed; retrying", error=type(exc).__name__, records=len(statuses))
+                await asyncio.sleep(self._backoff)
+        self._on_done(tickets)

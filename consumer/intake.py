@@ -1,0 +1,147 @@
+"""Intake: one raw Kafka record -> a message ready to batch, or a refusal with its status.
+
+Pure apart from reading the clock. Invalid input is never dropped: it becomes a `rejected` status (when a
+`message_id` can be read) and a dead-letter record carrying the raw bytes and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from consumer.errors import EventError
+from consumer.status import DeadLetter, Origin, dlq_headers, status_record
+from consumer.templates import CompiledProvider, Prepared, message_values
+from schemas.events import SendRequest, Status
+
+MAX_REASON = 500
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A valid send-request on its way through the pipeline."""
+
+    request: SendRequest
+    origin: Origin
+    created_at: datetime
+    provider: CompiledProvider
+    prepared: Prepared
+    ticket: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A send-request that ends here: its status (if it has a message id) and, for invalid input, a dead letter."""
+
+    status: tuple[bytes, bytes] | None
+    dead_letter: DeadLetter | None
+    code: str
+    message: str
+
+
+def _describe_validation(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_input=False, include_url=False)[:5]:
+        loc = ".".join(str(p) for p in item["loc"]) or "<event>"
+        parts.append(f"{loc}: {item['msg']}")
+    return "; ".join(parts)[:MAX_REASON]
+
+
+def _salvage(value: bytes | None) -> dict[str, Any]:
+    """Whatever identifying fields can still be read from an invalid event."""
+    if not value:
+        return {}
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for field in ("message_id", "campaign_id", "provider", "to"):
+        item = doc.get(field)
+        if isinstance(item, str) and 0 < len(item) <= 256:
+            out[field] = item
+    metadata = doc.get("metadata")
+    if isinstance(metadata, dict):
+        out["metadata"] = metadata
+    return out
+
+
+def _record_time(origin: Origin) -> datetime:
+    if origin.timestamp_ms is not None and origin.timestamp_ms >= 0:
+        return datetime.fromtimestamp(origin.timestamp_ms / 1000, UTC)
+    return datetime.now(UTC)
+
+
+class Intake:
+    """Validates send-requests against the contract and the configured providers."""
+
+    def __init__(self, providers: dict[str, CompiledProvider]) -> None:
+        self._providers = providers
+
+    def accept(self, key: bytes | None, value: bytes | None, origin: Origin) -> Envelope | Refusal:
+        """Turn one record into an `Envelope`, or a `Refusal` when it must not be sent."""
+        if value is None:
+            return self._refuse(key, value, origin, "invalid_event", "the record has no value", {})
+        try:
+            request = SendRequest.model_validate_json(value)
+        except ValidationError as exc:
+            code = "invalid_json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid_event"
+            return self._refuse(key, value, origin, code, _describe_validation(exc), _salvage(value))
+        provider = self._providers.get(request.provider)
+        facts: dict[str, Any] = {
+            "message_id": request.message_id,
+            "campaign_id": request.campaign_id,
+            "provider": request.provider,
+            "to": request.to,
+            "metadata": request.metadata,
+        }
+        if provider is None:
+            return self._refuse(
+                key, value, origin, "unknown_provider", f"no provider named {request.provider!r} is configured", facts
+            )
+        created_at = request.created_at or _record_time(origin)
+        now = datetime.now(UTC)
+        if request.expires_at is not None and request.expires_at <= now:
+            status = status_record(
+                status=Status.EXPIRED,
+                origin=origin,
+                reason=("expired", f"expired at {request.expires_at.isoformat()} before it was sent"),
+                created_at=created_at,
+                completed_at=now,
+                **facts,
+            )
+            return Refusal(status, None, "expired", "expired before it was sent")
+        try:
+            prepared = provider.prepare(message_values(request))
+        except EventError as exc:
+            return self._refuse(key, value, origin, exc.code, exc.message, facts)
+        except Exception as exc:  # one odd event must never stop the consumer: refuse it, keep its bytes
+            return self._refuse(key, value, origin, "render_error", f"cannot render: {type(exc).__name__}", facts)
+        return Envelope(request, origin, created_at, provider, prepared)
+
+    def _refuse(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        origin: Origin,
+        code: str,
+        message: str,
+        facts: dict[str, Any],
+    ) -> Refusal:
+        status = None
+        if "message_id" in facts:
+            status = status_record(
+                status=Status.REJECTED,
+                origin=origin,
+                reason=(code, message),
+                created_at=_record_time(origin),
+                **facts,
+            )
+        letter = DeadLetter(key, value, dlq_headers(origin, code, message))
+        return Refusal(status, letter, code, message)

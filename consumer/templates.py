@@ -1,0 +1,379 @@
+"""Provider request templates: compiled once from a `ProviderConfig`, rendered for every message.
+
+Pure: no I/O. A template is a tree of JSON values, key-value pairs, header values, a URL and query
+parameters in which `$$Name` placeholders stand. Compilation checks the placeholders and turns the tree into
+small render functions; rendering escapes every value for where it lands (JSON encoding, form/URL encoding,
+header values without line breaks).
+
+Batching (JSON only): the array under the batch key holds one item template; the rest of the payload, the
+URL, query and headers form the *global part*. Messages share a request only if their global values are
+equal, which the accumulator enforces through `Prepared.group`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import orjson
+
+from consumer.errors import ConfigError, RenderError
+from schemas.config import ProviderConfig
+from schemas.events import SendRequest
+
+PLACEHOLDER = re.compile(r"\$\$([A-Za-z_][A-Za-z0-9_]*)")
+SYSTEM_NAMES = frozenset({"To", "Body", "TemplateID", "TemplateVariables", "CampaignID", "MessageID"})
+PER_MESSAGE_NAMES = frozenset({"To", "MessageID"})
+"""System placeholders that differ for every message: in a batching provider they belong in the item."""
+
+Values = Mapping[str, Any]
+Render = Callable[[Values], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A fully rendered HTTP request, ready to send."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The rendered global part of a request: everything but the batch records."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message checked and rendered as far as it can be on its own.
+
+    `group` is equal for messages that may share one request; `item` is the rendered batch record (batching
+    providers) and `request` the whole request (one request per message).
+    """
+
+    group: bytes
+    head: Head | None
+    item: Any
+    request: HttpRequest | None
+
+
+def message_values(request: SendRequest) -> dict[str, Any]:
+    """The placeholder values one send-request provides, by placeholder name."""
+    values: dict[str, Any] = dict(request.replacements)
+    values["To"] = request.to
+    values["Body"] = request.body
+    values["TemplateID"] = request.template_id
+    values["TemplateVariables"] = request.template_variables
+    values["CampaignID"] = request.campaign_id
+    values["MessageID"] = request.message_id
+    return values
+
+
+def dumps(value: Any) -> bytes:
+    """JSON-encode a rendered value; values JSON cannot carry (e.g. integers beyond 64 bits) are render errors."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:
+        raise RenderError(f"a value cannot be encoded as JSON: {exc}", code="unencodable_value") from None
+
+
+def to_text(value: Any) -> str:
+    """A value as it appears inside a string, a form field, a query parameter or a header."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return dumps(value).decode()
+
+
+def _const(value: Any) -> Render:
+    def render(values: Values) -> Any:
+        return value
+
+    return render
+
+
+def _get(name: str) -> Render:
+    def render(values: Values) -> Any:
+        return values[name]
+
+    return render
+
+
+def _names_in(text: str) -> list[str]:
+    return PLACEHOLDER.findall(text)
+
+
+def _compile_text(text: str, escape: Callable[[str], str] | None = None) -> Render:
+    """Compile a string that may hold placeholders into a function returning a string."""
+    pieces: list[str | tuple[str]] = []
+    pos = 0
+    for match in PLACEHOLDER.finditer(text):
+        if match.start() > pos:
+            pieces.append(text[pos : match.start()])
+        pieces.append((match.group(1),))
+        pos = match.end()
+    if pos < len(text):
+        pieces.append(text[pos:])
+    if not any(isinstance(p, tuple) for p in pieces):
+        return _const(text)
+    esc: Callable[[str], str] = escape or str
+
+    def render(values: Values) -> str:
+        return "".join(p if isinstance(p, str) else esc(to_text(values[p[0]])) for p in pieces)
+
+    return render
+
+
+def _whole(text: str) -> str | None:
+    match = PLACEHOLDER.fullmatch(text)
+    return match.group(1) if match else None
+
+
+def _compile_json(node: Any, where: str, problems: list[str]) -> Render:
+    """Compile a JSON template node. A string that is exactly one placeholder takes the value's JSON type."""
+    if isinstance(node, str):
+        name = _whole(node)
+        if name is not None:
+            return _get(name)
+        return _compile_text(node)
+    if isinstance(node, dict):
+        items = []
+        for key, child in node.items():
+            if not isinstance(key, str) or PLACEHOLDER.search(key):
+                problems.append(f"{where}: placeholders may stand in values only, not in the key {key!r}")
+            items.append((key, _compile_json(child, f"{where}.{key}", problems)))
+        if all(_is_constant(child) for child in node.values()):
+            return _const(node)
+        pairs = tuple(items)
+
+        def render_dict(values: Values) -> Any:
+            return {k: f(values) for k, f in pairs}
+
+        return render_dict
+    if isinstance(node, list):
+        fns = tuple(_compile_json(child, f"{where}[{i}]", problems) for i, child in enumerate(node))
+        if all(_is_constant(child) for child in node):
+            return _const(node)
+        def render_list(values: Values) -> Any:
+            return [f(values) for f in fns]
+
+        return render_list
+    if node is None or isinstance(node, bool | int | float):
+        return _const(node)
+    problems.append(f"{where}: unsupported value of type {type(node).__name__}")
+    return _const(None)
+
+
+def _is_constant(node: Any) -> bool:
+    if isinstance(node, str):
+        return PLACEHOLDER.search(node) is None
+    if isinstance(node, dict):
+        return all(_is_constant(v) for v in node.values())
+    if isinstance(node, list):
+        return all(_is_constant(v) for v in node)
+    return True
+
+
+def _placeholders(node: Any) -> set[str]:
+    if isinstance(node, str):
+        return set(_names_in(node))
+    if isinstance(node, dict):
+        return set().union(*(_placeholders(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(_placeholders(v) for v in node)) if node else set()
+    return set()
+
+
+def _header_value(text: str) -> str:
+    if "\r" in text or "\n" in text:
+        raise RenderError("a value would break a header line (CR/LF)", code="header_injection")
+    return text
+
+
+class _Pairs:
+    """Compiled key-value pairs (form fields, query parameters or headers)."""
+
+    def __init__(self, pairs: Mapping[str, Any]) -> None:
+        self._items: list[tuple[str, Render, str | None]] = []
+        for key, raw in pairs.items():
+            text = raw if isinstance(raw, str) else to_text(raw)
+            self._items.append((key, _compile_text(text), _whole(text)))
+
+    def render(self, values: Values) -> list[tuple[str, str]]:
+        out = []
+        for key, fn, whole in self._items:
+            # A field that is only an absent optional value is left out rather than sent empty.
+            if whole is not None and values[whole] is None:
+                continue
+            out.append((key, fn(values)))
+        return out
+
+
+class CompiledProvider:
+    """A provider's request template, checked and compiled; renders messages into HTTP requests."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+        problems: list[str] = []
+        where = f"providers.{name}"
+
+        self.batch_key = config.batch.key if config.batch else None
+        self.batch_size = config.batch.size if config.batch else 1
+
+        self._url = _compile_text(config.url, escape=lambda s: quote(s, safe=""))
+        self._query = _Pairs(config.query)
+        self._headers = _Pairs(config.headers)
+        self._form = _Pairs(config.payload) if config.format == "form" else None
+
+        global_names: set[str] = set(_names_in(config.url))
+        global_names |= set().union(*(_placeholders(v) for v in config.query.values()), set())
+        global_names |= set().union(*(_placeholders(v) for v in config.headers.values()), set())
+        item_names: set[str] = set()
+
+        self._payload: Render | None = None
+        self._item: Render | None = None
+        if config.format == "json":
+            payload = config.payload
+            if self.batch_key is not None:
+                records = payload.get(self.batch_key) if isinstance(payload, dict) else None
+                if not (isinstance(records, list) and len(records) == 1 and isinstance(records[0], dict)):
+                    problems.append(
+                        f"{where}.payload.{self.batch_key}: the batch key must hold an array with exactly one "
+                        "object, the template of a record"
+                    )
+                    records = [{}]
+                item_template = records[0]
+                global_template = {k: v for k, v in payload.items() if k != self.batch_key}
+                self._item = _compile_json(item_template, f"{where}.payload.{self.batch_key}[0]", problems)
+                self._payload = _compile_json(global_template, f"{where}.payload", problems)
+                item_names = _placeholders(item_template)
+                global_names |= _placeholders(global_template)
+            else:
+                self._payload = _compile_json(payload, f"{where}.payload", problems)
+                global_names |= _placeholders(payload)
+        elif config.format == "form":
+            global_names |= set().union(*(_placeholders(v) for v in config.payload.values()), set())
+
+        used = global_names | item_names
+        self.used_names = frozenset(used)
+        self.custom_names = frozenset(used - SYSTEM_NAMES)
+        if "To" not in used:
+            problems.append(f"{where}: the template must use $$To")
+        if not used & {"Body", "TemplateID"}:
+            problems.append(f"{where}: the template must use $$Body or $$TemplateID")
+        if self.batch_key is not None:
+            misplaced = sorted(global_names & PER_MESSAGE_NAMES)
+            if misplaced:
+                problems.append(
+                    f"{where}: with batching, "
+                    + ", ".join(f"$${n}" for n in misplaced)
+                    + f" must stand inside the record template under {self.batch_key!r}"
+                )
+        self._group_names = tuple(sorted(global_names)) if self.batch_key is not None else ()
+        self._heads: dict[bytes, Head] = {}
+        if problems:
+            raise ConfigError(f"provider {name!r}", problems)
+
+    # -- per message -----------------------------------------------------------------------------------------
+
+    def check(self, values: Values) -> None:
+        """Raise `RenderError` if the message lacks a value the template needs."""
+        missing = sorted(n for n in self.custom_names if values.get(n) is None)
+        if missing:
+            raise RenderError(
+                "missing custom replacement " + ", ".join(f"$${n}" for n in missing) + " in `replacements`",
+                code="missing_replacement",
+            )
+        uses_body = "Body" in self.used_names
+        uses_template = "TemplateID" in self.used_names
+        if uses_body and uses_template:
+            if values["Body"] is None and values["TemplateID"] is None:
+                raise RenderError("the message needs `body` or `template_id`", code="missing_field")
+        elif uses_body and values["Body"] is None:
+            raise RenderError(f"provider {self.name!r} needs `body`", code="missing_field")
+        elif uses_template and values["TemplateID"] is None:
+            raise RenderError(f"provider {self.name!r} needs `template_id`", code="missing_field")
+
+    def prepare(self, values: Values) -> Prepared:
+        """Check a message and render what belongs to it alone."""
+        self.check(values)
+        if self.batch_key is None:
+            return Prepared(group=b"", head=None, item=None, request=self.render_single(values))
+        group = dumps([values[n] for n in self._group_names]) if self._group_names else b""
+        head = self._heads.get(group)
+        if head is None:
+            head = self._render_head(values)
+            if len(self._heads) >= 4096:
+                self._heads.clear()
+            self._heads[group] = head
+        assert self._item is not None
+        item = self._item(values)
+        dumps(item)  # an item that cannot be encoded is refused now, not when its whole batch is sent
+        return Prepared(group=group, head=head, item=item, request=None)
+
+    def _render_head(self, values: Values) -> Head:
+        url = self._render_url(values)
+        headers = tuple((k, _header_value(v)) for k, v in self._headers.render(values))
+        payload = self._payload(values) if self._payload is not None else None
+        return Head(url=url, headers=headers, payload=payload)
+
+    def _render_url(self, values: Values) -> str:
+        url = self._url(values)
+        query = self._query.render(values)
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        return url
+
+    def _content_headers(self, headers: tuple[tuple[str, str], ...], content_type: str) -> tuple[tuple[str, str], ...]:
+        if any(k.lower() == "content-type" for k, _ in headers):
+            return headers
+        return (*headers, ("Content-Type", content_type))
+
+    def render_single(self, values: Values) -> HttpRequest:
+        """Render the request of one message (providers without batching)."""
+        url = self._render_url(values)
+        headers = tuple((k, _header_value(v)) for k, v in self._headers.render(values))
+        body: bytes | None = None
+        if self._form is not None:
+            body = urlencode(self._form.render(values)).encode()
+            headers = self._content_headers(headers, "application/x-www-form-urlencoded; charset=utf-8")
+        elif self._payload is not None:
+            body = dumps(self._payload(values))
+            headers = self._content_headers(headers, "application/json; charset=utf-8")
+        return HttpRequest(method=self.config.method, url=url, headers=headers, body=body)
+
+    def render_batch(self, head: Head, items: Sequence[Any]) -> HttpRequest:
+        """Render one request holding several records that share `head` (batching providers)."""
+        assert self.batch_key is not None
+        payload = dict(head.payload) if isinstance(head.payload, dict) else {}
+        payload[self.batch_key] = list(items)
+        # Keep the batch key where the template placed it.
+        order = [k for k in self.config.payload if k in payload]
+        body = dumps({k: payload[k] for k in order})
+        headers = self._content_headers(head.headers, "application/json; charset=utf-8")
+        return HttpRequest(method=self.config.method, url=head.url, headers=headers, body=body)
+
+
+def compile_providers(providers: Mapping[str, ProviderConfig]) -> dict[str, CompiledProvider]:
+    """Compile every provider; all template problems are reported together."""
+    compiled: dict[str, CompiledProvider] = {}
+    problems: list[str] = []
+    for name, config in providers.items():
+        try:
+            compiled[name] = CompiledProvider(name, config)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError("providers", problems)
+    return compiled

@@ -1,0 +1,129 @@
+"""Event contracts: what publishers put on the input topic and what subscribers read from the status topic.
+
+These models are the single source of truth; `schemas/json/*.schema.json` is generated from them with
+`python -m schemas.generate`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ReplacementValue = str | int | float | bool | None
+
+
+class SendRequest(BaseModel):
+    """One SMS to send: the value of a record on the send-request topic (UTF-8 JSON).
+
+    Unknown fields are ignored so that publishers can move ahead of consumers.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, title="SendRequest")
+
+    message_id: MessageId = Field(description="Unique id of this message; the idempotency key.")
+    campaign_id: Identifier = Field(description="Campaign the message belongs to; messages batch per campaign.")
+    provider: Identifier = Field(description="Name of a provider configured in the service.")
+    to: Annotated[str, StringConstraints(pattern=E164_PATTERN)] = Field(
+        description="Recipient in E.164 form, e.g. +14155550100."
+    )
+    body: str | None = Field(default=None, description="Message text ($$Body).")
+    template_id: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="Provider or regulator template id ($$TemplateID)."
+    )
+    template_variables: Any = Field(
+        default=None, description="Template variables ($$TemplateVariables): any JSON value."
+    )
+    replacements: dict[str, ReplacementValue] = Field(
+        default_factory=dict,
+        description="Values of the provider's custom replacements, keyed by name without `$$`.",
+    )
+    created_at: datetime | None = Field(
+        default=None, description="RFC 3339 creation time; defaults to the Kafka record timestamp."
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="RFC 3339 time after which the message must not be sent."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Opaque object passed through unchanged to every status of this message."
+    )
+
+    @field_validator("created_at", "expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone offset (RFC 3339)")
+        return value
+
+
+class Status(StrEnum):
+    """Outcome of a message, as published on the status topic."""
+
+    SENT = "sent"
+    """The provider accepted the message."""
+    FAILED = "failed"
+    """The provider refused the message, or retries ran out."""
+    REJECTED = "rejected"
+    """The send-request itself was invalid; it was never sent."""
+    DISPATCH_ERROR = "dispatch_error"
+    """The message could not be dispatched (for example, authentication with the provider failed)."""
+    EXPIRED = "expired"
+    """The message expired before it could be sent; it was not sent."""
+
+
+class Reason(BaseModel):
+    """Why a message ended as it did: a stable code for machines and a message for people."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(description="Stable machine-readable code, e.g. `http_status`, `invalid_event`.")
+    message: str = Field(description="Human-readable explanation; never contains secrets.")
+
+
+class Source(BaseModel):
+    """Where the send-request was read from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeliveryStatus(BaseModel):
+    """One status per message: the value of a record on the status topic (key = `message_id`)."""
+
+    model_config = ConfigDict(frozen=True, title="DeliveryStatus")
+
+    schema_version: int = Field(default=1, description="Version of this contract.")
+    message_id: str
+    campaign_id: str | None = Field(default=None, description="Null only for a rejected event that lacked it.")
+    provider: str | None = Field(default=None, description="Null only for a rejected event that lacked it.")
+    to: str | None = Field(default=None, description="Recipient; null only for a rejected event that lacked it.")
+    status: Status
+    reason: Reason | None = None
+    http_status: int | None = Field(default=None, description="HTTP status of the provider's last answer.")
+    provider_message_id: str | None = Field(default=None, description="Id the provider gave the message.")
+    attempts: int = Field(default=0, ge=0, description="HTTP attempts made for this message.")
+    batch_id: str | None = Field(default=None, description="Id of the provider request batch it was sent in.")
+    batch_size: int | None = Field(default=None, ge=1, description="Number of messages in that batch.")
+    created_at: datetime | None = Field(default=None, description="When the send-request was created.")
+    completed_at: datetime = Field(description="When this status was decided.")
+    source: Source
+    metadata: dict[str, Any] | None = None
+
+
+DLQ_HEADERS = {
+    "error_code": "sms-error-code",
+    "error_message": "sms-error-message",
+    "source_topic": "sms-source-topic",
+    "source_partition": "sms-source-partition",
+    "source_offset": "sms-source-offset",
+}
+"""Headers on every dead-letter record, naming why it was refused and where it came from."""
