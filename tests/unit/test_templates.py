@@ -88,8 +88,16 @@ def test_the_spec_unbatched_example_sends_one_request_per_message():
     prepared = p.prepare(message_values(event(template_id="T", replacements={"hid": "h", "uid": "u"})))
     assert prepared.request is not None
     body = orjson.loads(prepared.request.body or b"")
-    assert body == {"hid": "h", "tid": "T", "cid": "c1", "type": "template", "seq": 1, "to": "+14155550100",
-                    "uid": "u", "variables": None}
+    assert body == {
+        "hid": "h",
+        "tid": "T",
+        "cid": "c1",
+        "type": "template",
+        "seq": 1,
+        "to": "+14155550100",
+        "uid": "u",
+        "variables": None,
+    }
 
 
 def test_get_puts_replacements_in_the_query_and_url_path():
@@ -153,7 +161,10 @@ def test_body_or_template_id_is_required_by_what_the_template_uses():
     with pytest.raises(RenderError):
         body_only.prepare(message_values(event(body=None, template_id="T")))
     both = provider(
-        method="POST", url="https://x.example", format="json", payload={"t": "$$To", "b": "$$Body", "id": "$$TemplateID"}
+        method="POST",
+        url="https://x.example",
+        format="json",
+        payload={"t": "$$To", "b": "$$Body", "id": "$$TemplateID"},
     )
     both.prepare(message_values(event(body=None, template_id="T")))
     with pytest.raises(RenderError):
@@ -182,7 +193,11 @@ def test_template_problems_are_config_errors_with_a_path(config, expected):
 # -- properties ----------------------------------------------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
@@ -207,7 +222,9 @@ def test_rendered_json_is_valid_and_values_stay_in_their_fields(body, variables,
 @settings(max_examples=200, deadline=None)
 @given(body=st.text(min_size=1), custom=st.text())
 def test_form_values_never_escape_their_field(body, custom):
-    p = provider(method="POST", url="https://x.example/s", format="form", payload={"to": "$$To", "m": "$$Body", "c": "$$c"})
+    p = provider(
+        method="POST", url="https://x.example/s", format="form", payload={"to": "$$To", "m": "$$Body", "c": "$$c"}
+    )
     r = p.prepare(message_values(event(body=body, replacements={"c": custom}))).request
     assert r is not None
     fields = parse_qs((r.body or b"").decode(), keep_blank_values=True)
@@ -241,5 +258,7 @@ def test_batch_splitting_preserves_every_message(sizes, hids):
 def test_a_value_json_cannot_carry_is_a_render_error_not_a_crash():
     p = provider(**SPEC_BATCH)
     with pytest.raises(RenderError) as err:
-        p.prepare(message_values(event(template_id="T", template_variables=2**70, replacements={"hid": "h", "uid": "u"})))
+        p.prepare(
+            message_values(event(template_id="T", template_variables=2**70, replacements={"hid": "h", "uid": "u"}))
+        )
     assert err.value.code == "unencodable_value"

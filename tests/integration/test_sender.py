@@ -1,0 +1,149 @@
+"""The sender against real aiohttp servers: retries, final refusals, timeouts, refused connections, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from consumer.auth import make_signer
+from consumer.sender import AiohttpTransport, ProviderSender, make_session
+from consumer.templates import CompiledProvider, message_values
+from schemas.config import ProviderConfig
+from schemas.events import SendRequest
+
+
+class Script:
+    """A provider that answers from a script of (status, headers, body, delay) and records requests."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], bytes, float]]) -> None:
+        self.answers = answers
+        self.seen: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append({"headers": dict(request.headers), "body": await request.read(), "path": request.path_qs})
+        status, headers, body, delay = self.answers[min(len(self.seen), len(self.answers)) - 1]
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(status=status, headers=headers, body=body, content_type="application/json")
+
+
+@pytest.fixture
+async def server():
+    runners = []
+
+    async def start(script: Script) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", script.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def session():
+    s = make_session()
+    yield s
+    await s.close()
+
+
+def sender_for(url: str, session: Any, sleeps: list[float], **extra: Any) -> tuple[ProviderSender, Any]:
+    config = ProviderConfig.model_validate(
+        {
+            "url": url + "/send",
+            "format": "json",
+            "payload": {"to": "$$To", "text": "$$Body"},
+            "response": {"message_id": "/id"},
+            "retry": {"max_attempts": 3, "backoff_initial_ms": 10, "backoff_max_ms": 20},
+            "timeout_s": 0.5,
+            **extra,
+        }
+    )
+    provider = CompiledProvider("p", config)
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    sender = ProviderSender(provider, AiohttpTransport(session), make_signer(config.auth), sleep=fake_sleep)
+    request = SendRequest(message_id="m", campaign_id="c", provider="p", to="+14155550100", body="hello")
+    prepared = provider.prepare(message_values(request))
+    return sender, prepared.request
+
+
+async def test_5xx_is_retried_then_accepted(server, session):
+    script = Script([(503, {}, b"{}", 0), (500, {}, b"{}", 0), (200, {}, b'{"id": "X1"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    result = await sender.send(request, 1)
+    assert result.attempts == 3 and result.http_status == 200
+    assert result.outcomes[0].accepted and result.outcomes[0].provider_message_id == "X1"
+    assert len(script.seen) == 3 and len(sleeps) == 2 and all(0 <= s <= 0.02 for s in sleeps)
+
+
+async def test_4xx_is_final_without_retry(server, session):
+    script = Script([(400, {}, b'{"error": "bad"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    result = await sender.send(request, 2)
+    assert result.attempts == 1 and len(script.seen) == 1 and sleeps == []
+    assert [o.code for o in result.outcomes] == ["provider_refused", "provider_refused"]
+
+
+async def test_retry_after_is_honoured_on_429(server, session):
+    script = Script([(429, {"Retry-After": "3"}, b"{}", 0), (200, {}, b'{"id": "ok"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    result = await sender.send(request, 1)
+    assert result.outcomes[0].accepted and sleeps == [3.0]
+
+
+async def test_retries_run_out_with_the_last_reason(server, session):
+    script = Script([(502, {}, b"{}", 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    result = await sender.send(request, 1)
+    outcome = result.outcomes[0]
+    assert not outcome.accepted and result.attempts == 3 and outcome.code == "provider_error"
+    assert "gave up after 3 attempt(s)" in (outcome.message or "") and "502" in (outcome.message or "")
+
+
+async def test_timeouts_are_retried_and_reported(server, session):
+    script = Script([(200, {}, b'{"id": "late"}', 2.0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    result = await sender.send(request, 1)
+    assert result.attempts == 3 and result.outcomes[0].code == "timeout"
+
+
+async def test_refused_connections_are_retried_and_reported(session):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sleeps: list[float] = []
+    sender, request = sender_for(f"http://127.0.0.1:{port}", session, sleeps)
+    result = await sender.send(request, 1)
+    assert result.attempts == 3 and result.outcomes[0].code == "connection_error"
+    assert "cannot connect" in (result.outcomes[0].message or "")
+
+
+async def test_basic_auth_header_is_added_at_send_time(server, session):
+    script = Script([(200, {}, b'{"id": "a"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(
+        await server(script), session, sleeps, auth={"type": "basic", "username": "user", "password": "pässword"}
+    )
+    assert all(k.lower() != "authorization" for k, _ in request.headers)  # the rendered request holds no secret
+    await sender.send(request, 1)
+    expected = "Basic " + base64.b64encode("user:pässword".encode()).decode()
+    assert script.seen[0]["headers"]["Authorization"] == expected
+    assert script.seen[0]["body"] == b'{"to":"+14155550100","text":"hello"}'
