@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from consumer.auth import make_signer
 from consumer.dispatcher import Dispatcher
+from consumer.health import LoopLagProbe, OpsServer
 from consumer.intake import Envelope, Intake, Refusal
+from consumer.metrics import Metrics
 from consumer.offsets import Ticket
 from consumer.sender import AiohttpTransport, ProviderSender, make_session
 from consumer.source import KafkaSource, consumer_kwargs
@@ -61,6 +63,10 @@ class Service:
         self._hard_stop = asyncio.Event()
         self.source: KafkaSource | None = None
         self.dispatcher: Dispatcher | None = None
+        self.metrics = Metrics()
+        self.loop_probe = LoopLagProbe(self.metrics)
+        self.ops: OpsServer | None = None
+        self._producer: AIOKafkaProducer | None = None
 
     def request_stop(self) -> None:
         """First call: drain and stop. Second call: stop at once without committing unfinished work."""
@@ -74,16 +80,50 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
 
+    def alive(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the event loop is responsive."""
+        import time
+
+        limit = self.config.observability.max_loop_lag_s
+        probe = self.loop_probe
+        silent = time.monotonic() - probe.last_beat
+        ok = probe.last < limit and silent < limit + probe.interval
+        return ok, {"loop_lag_s": round(probe.last, 4)}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: partitions assigned, producer connected, statuses publishing."""
+        source, dispatcher, producer = self.source, self.dispatcher, self._producer
+        assigned = bool(source is not None and source.assigned.is_set())
+        connected = bool(producer is not None and producer.client.cluster.brokers())
+        publishing = bool(dispatcher is not None and dispatcher.publish_healthy)
+        stopping = self._stop_requested.is_set()
+        ok = assigned and connected and publishing and not stopping
+        return ok, {
+            "assigned": assigned,
+            "producer_connected": connected,
+            "publishing": publishing,
+            "stopping": stopping,
+        }
+
     async def run(self) -> None:
         kafka, pipeline = self.config.kafka, self.config.pipeline
+        obs = self.config.observability
+        metrics = self.metrics
+        if obs.http_enabled:
+            self.ops = OpsServer(metrics, self.alive, self.ready, obs.http_host, obs.http_port)
+            await self.ops.start()
+            log.info("operations server listening", port=self.ops.port)
+        probe = asyncio.create_task(self.loop_probe.run(), name="loop-lag")
         producer = AIOKafkaProducer(**producer_kwargs(kafka))
-        await producer.start()
         session = make_session()
         consumer = AIOKafkaConsumer(**consumer_kwargs(kafka))
         try:
+            await producer.start()
+            self._producer = producer
             transport = AiohttpTransport(session)
             senders = {
-                name: ProviderSender(p, transport, make_signer(p.config.auth)) for name, p in self.providers.items()
+                name: ProviderSender(p, transport, make_signer(p.config.auth), metrics=metrics)
+                for name, p in self.providers.items()
             }
             publisher = StatusPublisher(producer, kafka.status_topic, kafka.dlq_topic)
             high = pipeline.max_pending_messages
@@ -94,7 +134,10 @@ class Service:
                 lambda tickets: source_box[0].complete(tickets),
                 linger=pipeline.linger_ms / 1000,
                 publish_retry_backoff=pipeline.status_retry_backoff_s,
+                metrics=metrics,
             )
+            metrics.in_flight.set_function(lambda: dispatcher.in_flight)
+            metrics.buffered.set_function(lambda: dispatcher.buffered)
 
             async def drain(timeout: float) -> bool:
                 dispatcher.flush()
@@ -110,6 +153,7 @@ class Service:
                 low_water=int(high * pipeline.resume_below_ratio),
                 drain=drain,
                 drain_timeout=kafka.rebalance_timeout_ms / 1000 * 0.8,
+                metrics=metrics,
             )
             source_box.append(source)
             self.source, self.dispatcher = source, dispatcher
@@ -131,6 +175,10 @@ class Service:
                 await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
             except (TimeoutError, Exception) as exc:
                 log.warning("status producer did not stop cleanly", error=type(exc).__name__)
+            self._producer = None
+            probe.cancel()
+            if self.ops is not None:
+                await self.ops.stop()
             log.info("service stopped", consumed=self.stats.consumed, refused=self.stats.refused)
 
     async def _serve(self, source: KafkaSource, dispatcher: Dispatcher, intake: Intake) -> None:

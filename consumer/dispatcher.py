@@ -17,6 +17,7 @@ import structlog
 
 from consumer.accumulator import Accumulator
 from consumer.intake import Envelope, Refusal
+from consumer.metrics import Metrics
 from consumer.responses import RecordOutcome
 from consumer.sender import ProviderSender, SendResult
 from consumer.status import StatusPublisher, status_record
@@ -39,7 +40,10 @@ class Dispatcher:
         linger: float,
         publish_retry_backoff: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
+        self.publish_healthy = True
         self._senders = senders
         self._publisher = publisher
         self._on_done = on_done
@@ -83,7 +87,13 @@ class Dispatcher:
         """Publish the statuses and dead letters of refused records, then report their tickets done."""
         statuses = [r.status for r in refusals if r.status is not None]
         letters = [r.dead_letter for r in refusals if r.dead_letter is not None]
-        self._track(len(tickets), self._publish_then_done(statuses, letters, tickets))
+        tally: dict[tuple[str, str], int] = {}
+        for r in refusals:
+            if r.status is not None:
+                label = (r.provider or "-", r.outcome.value)
+                tally[label] = tally.get(label, 0) + 1
+        codes = [r.code for r in refusals if r.dead_letter is not None]
+        self._track(len(tickets), self._publish_then_done(statuses, letters, tickets, tally, codes))
 
     def flush(self) -> None:
         """Send every buffered batch now, full or not."""
@@ -164,7 +174,8 @@ class Dispatcher:
             )
             failure = RecordOutcome(False, None, "dispatch_error", f"could not dispatch: {type(exc).__name__}")
             result = SendResult([failure] * len(envelopes), 0, None)
-        statuses = self._statuses(envelopes, result, batch_id)
+        statuses, tally = self._statuses(envelopes, result, batch_id)
+        self._metrics.batch_size.labels(provider.name).observe(len(envelopes))
         log_event = log.debug if all(o.accepted for o in result.outcomes) else log.warning
         log_event(
             "batch sent",
@@ -176,11 +187,14 @@ class Dispatcher:
             attempts=result.attempts,
             accepted=sum(1 for o in result.outcomes if o.accepted),
         )
-        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes])
+        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes], tally)
 
-    def _statuses(self, envelopes: list[Envelope], result: SendResult, batch_id: str) -> list[tuple[bytes, bytes]]:
+    def _statuses(
+        self, envelopes: list[Envelope], result: SendResult, batch_id: str
+    ) -> tuple[list[tuple[bytes, bytes]], dict[tuple[str, str], int]]:
         size = len(envelopes)
         out = []
+        tally: dict[tuple[str, str], int] = {}
         for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
             request = envelope.request
             if outcome.accepted:
@@ -188,6 +202,8 @@ class Dispatcher:
             else:
                 status = Status.DISPATCH_ERROR if outcome.code == "dispatch_error" else Status.FAILED
                 reason = (outcome.code or "failed", outcome.message or "")
+            label = (request.provider, status.value)
+            tally[label] = tally.get(label, 0) + 1
             out.append(
                 status_record(
                     message_id=request.message_id,
@@ -206,18 +222,33 @@ class Dispatcher:
                     metadata=request.metadata,
                 )
             )
-        return out
+        return out, tally
 
-    async def _publish_then_done(self, statuses: Sequence[Any], letters: Sequence[Any], tickets: Sequence[Any]) -> None:
+    async def _publish_then_done(
+        self,
+        statuses: Sequence[Any],
+        letters: Sequence[Any],
+        tickets: Sequence[Any],
+        tally: dict[tuple[str, str], int],
+        dead_codes: Sequence[str] = (),
+    ) -> None:
         # A record counts as done only once Kafka acknowledged its status: until then its offset is not
         # committed, so a crash here means it is read and sent again, never lost.
         while True:
             try:
                 await self._publisher.publish(statuses, letters)
+                self.publish_healthy = True
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.publish_healthy = False
+                self._metrics.status_publish_failures.inc()
                 log.warning("publishing statuses failed; retrying", error=type(exc).__name__, records=len(statuses))
                 await asyncio.sleep(self._backoff)
+        metrics = self._metrics
+        for (provider, status), count in tally.items():
+            metrics.statuses.labels(provider, status).inc(count)
+        for code in dead_codes:
+            metrics.dead_letters.labels(code).inc()
         self._on_done(tickets)

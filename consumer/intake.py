@@ -41,6 +41,8 @@ class Refusal:
     dead_letter: DeadLetter | None
     code: str
     message: str
+    outcome: Status = Status.REJECTED
+    provider: str | None = None
 
 
 def _describe_validation(error: ValidationError) -> str:
@@ -116,7 +118,7 @@ class Intake:
                 completed_at=now,
                 **facts,
             )
-            return Refusal(status, None, "expired", "expired before it was sent")
+            return Refusal(status, None, "expired", "expired before it was sent", Status.EXPIRED, request.provider)
         try:
             prepared = provider.prepare(message_values(request))
         except EventError as exc:
@@ -144,4 +146,4 @@ class Intake:
                 **facts,
             )
         letter = DeadLetter(key, value, dlq_headers(origin, code, message))
-        return Refusal(status, letter, code, message)
+        return Refusal(status, letter, code, message, Status.REJECTED, facts.get("provider"))

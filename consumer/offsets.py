@@ -109,6 +109,10 @@ class OffsetTracker(Generic[P]):
                 out[p] = offset
         return out
 
+    def committed_offsets(self) -> dict[P, int]:
+        """The last committed (or starting) offset of each partition."""
+        return {p: s.committed for p, s in self._parts.items() if s.committed is not None}
+
     def mark_committed(self, offsets: dict[P, int]) -> None:
         """Record a successful commit (ignores partitions no longer assigned)."""
         for p, offset in offsets.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +13,7 @@ import aiohttp
 from yarl import URL
 
 from consumer.auth import Signer
+from consumer.metrics import Metrics
 from consumer.responses import RecordOutcome, excerpt, is_accepted, map_response
 from consumer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from consumer.templates import CompiledProvider, HttpRequest
@@ -77,8 +79,13 @@ class ProviderSender:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.provider = provider
+        metrics = metrics or Metrics()
+        self._latency = metrics.http_latency.labels(provider.name)
+        self._responses = metrics.http_responses
+        self._retries = metrics.retries.labels(provider.name)
         self._config = provider.config
         self._transport = transport
         self._signer = signer
@@ -94,8 +101,9 @@ class ProviderSender:
             attempt += 1
             retry_after: float | None = None
             async with self._slots:
+                signed = await self._signer.sign(request)
+                started = time.perf_counter()
                 try:
-                    signed = await self._signer.sign(request)
                     response = await self._transport.send(signed, self._config.timeout_s)
                 except TimeoutError:
                     failure = RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
@@ -105,6 +113,10 @@ class ProviderSender:
                     status = None
                 else:
                     status = response.status
+                finally:
+                    self._latency.observe(time.perf_counter() - started)
+                self._responses.labels(self.provider.name, str(status) if status else failure.code).inc()
+                if status is not None:
                     if is_accepted(self._config.response, status) or not is_retryable_status(status):
                         outcomes = map_response(self._config.response, status, response.body, count)
                         return SendResult(outcomes, attempt, status)
@@ -119,6 +131,7 @@ class ProviderSender:
             if delay is None:
                 message = f"gave up after {attempt} attempt(s); last: {failure.message}"
                 return SendResult([RecordOutcome(False, None, failure.code, message)] * count, attempt, status)
+            self._retries.inc()
             await self._sleep(delay)
 
 

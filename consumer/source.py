@@ -7,6 +7,7 @@ Offsets are committed manually, only up to the first record whose status Kafka h
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, Ticket
 
 log = structlog.get_logger("consumer.source")
@@ -49,7 +51,9 @@ class KafkaSource:
         drain: Callable[[float], Awaitable[bool]],
         drain_timeout: float,
         commit_timeout: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._consumer = consumer
         self._topic = topic
         self._max_records = max_records
@@ -94,16 +98,19 @@ class KafkaSource:
                 break
             for tp, records in batches.items():
                 handle([(record, track(tp, record.offset)) for record in records])
+                self._metrics.consumed.inc(len(records))
             self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
         pending = self._pending()
         if not self._paused and pending >= self._high:
             self._paused = True
+            self._metrics.paused.set(1)
             self._consumer.pause(*self._consumer.assignment())
             log.info("fetching paused", pending=pending, limit=self._high)
         elif self._paused and pending <= self._low:
             self._paused = False
+            self._metrics.paused.set(0)
             self._consumer.resume(*self._consumer.assignment())
             log.info("fetching resumed", pending=pending)
 
@@ -112,6 +119,15 @@ class KafkaSource:
         while True:
             await asyncio.sleep(self._commit_interval)
             await self.commit()
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        committed = self.tracker.committed_offsets()
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            position = committed.get(tp)
+            if end is not None and position is not None:
+                self._metrics.lag.labels(f"{tp.topic}-{tp.partition}").set(max(0, end - position))
 
     async def commit(self) -> dict[TopicPartition, int]:
         """Commit what is finished, for partitions still assigned. Never raises for commit failures."""
@@ -120,15 +136,18 @@ class KafkaSource:
             offsets = {tp: o for tp, o in self.tracker.committable().items() if tp in assignment}
             if not offsets:
                 return {}
+            started = time.perf_counter()
             try:
                 await asyncio.wait_for(
                     self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}),
                     self._commit_timeout,
                 )
             except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
+                self._metrics.commit_failures.inc()
                 # The offsets stay uncommitted and are tried again; the worst case is a re-read.
                 log.warning("commit failed", error=type(exc).__name__, partitions=len(offsets))
                 return {}
+            self._metrics.commit_latency.observe(time.perf_counter() - started)
             self.tracker.mark_committed(offsets)
             log.debug("committed", offsets={f"{tp.topic}-{tp.partition}": o for tp, o in offsets.items()})
             return offsets
@@ -151,11 +170,6 @@ class KafkaSource:
         log.info("partitions assigned", partitions=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned))
         if assigned:
             self.assigned.set()
-
-    async def close(self) -> None:
-        """Final commit, then leave the group."""
-        await self.commit()
-        await self._consumer.stop()
 
 
 def consumer_kwargs(settings: Any) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def _compile_json(node: Any, where: str, problems: list[str]) -> Render:
         fns = tuple(_compile_json(child, f"{where}[{i}]", problems) for i, child in enumerate(node))
         if all(_is_constant(child) for child in node):
             return _const(node)
+
         def render_list(values: Values) -> Any:
             return [f(values) for f in fns]
 

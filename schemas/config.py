@@ -102,9 +102,9 @@ class ProviderConfig(_Strict):
     custom `$$name` may stand in the URL, query, header values and payload.
     """
 
-    method: Literal["GET", "POST"] = "POST"
+    method: Literal["GET", "POST"] = Field(default="POST", description="HTTP method.")
     url: str = Field(description="Endpoint; http or https; placeholders allowed in path and query.")
-    auth: Auth = Field(default_factory=NoAuth)
+    auth: Auth = Field(default_factory=NoAuth, description="`{type: none}` or `{type: basic, username, password}`.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     query: dict[str, str] = Field(default_factory=dict, description="Query parameters (key-value pairs).")
     format: Literal["form", "json"] | None = Field(
@@ -115,10 +115,10 @@ class ProviderConfig(_Strict):
         description="For `form`: an object of key-value pairs. For `json`: the whole JSON payload structure.",
     )
     batch: BatchConfig | None = Field(default=None, description="JSON batching; none = one request per message.")
-    response: ResponseConfig = Field(default_factory=ResponseConfig)
+    response: ResponseConfig = Field(default_factory=ResponseConfig, description="How answers map to outcomes.")
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at once.")
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one HTTP attempt, in seconds.")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries of failed attempts.")
 
     @field_validator("url")
     @classmethod
@@ -177,7 +177,7 @@ class KafkaSettings(_EnvFirstSettings):
     model_config = SettingsConfigDict(env_prefix="SMS_KAFKA_", extra="forbid", frozen=True)
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list.")
-    client_id: str = "sms-consumer"
+    client_id: str = Field(default="sms-consumer", description="Client id the brokers see (logs, quotas).")
     group_id: str = Field(default="sms-consumer", description="Consumer group of the service's instances.")
     input_topic: str = Field(default="sms.send-requests", description="Topic of send-request events.")
     status_topic: str = Field(default="sms.delivery-status", description="Topic of delivery-status events.")
@@ -185,17 +185,27 @@ class KafkaSettings(_EnvFirstSettings):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a new group starts reading."
     )
-    session_timeout_ms: int = Field(default=30_000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    session_timeout_ms: int = Field(
+        default=30_000, ge=1000, description="A member silent this long is removed from the group."
+    )
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="Heartbeat period to the coordinator.")
     rebalance_timeout_ms: int = Field(
         default=60_000, ge=1000, description="Time members get to finish in-flight work on a rebalance."
     )
-    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=1000, description="Longest gap between fetches before the member leaves the group."
+    )
     max_poll_records: int = Field(default=2_000, ge=1, description="Records taken from one fetch.")
-    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
+    max_partition_fetch_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Prefetch bound per partition (memory)."
+    )
     status_linger_ms: int = Field(default=5, ge=0, description="Producer linger for status records.")
-    status_max_batch_bytes: int = Field(default=1_048_576, ge=16_384)
-    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    status_max_batch_bytes: int = Field(
+        default=1_048_576, ge=16_384, description="Producer batch size for status records."
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        default="none", description="Compression of status and dead-letter records."
+    )
 
 
 class PipelineSettings(_EnvFirstSettings):
@@ -220,13 +230,19 @@ class PipelineSettings(_EnvFirstSettings):
 
 
 class ObservabilitySettings(_EnvFirstSettings):
-    """Logging. Each option can be overridden by `SMS_OBSERVABILITY_<NAME>`."""
+    """Logging, health and metrics. Each option can be overridden by `SMS_OBSERVABILITY_<NAME>`."""
 
     model_config = SettingsConfigDict(env_prefix="SMS_OBSERVABILITY_", extra="forbid", frozen=True)
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Lowest level logged.")
     log_format: Literal["json", "console", "auto"] = Field(
         default="auto", description="`auto`: console in a terminal, JSON lines otherwise."
+    )
+    http_enabled: bool = Field(default=True, description="Serve `/healthz`, `/readyz` and `/metrics`.")
+    http_host: str = Field(default="0.0.0.0", description="Address of the operations HTTP server.")
+    http_port: int = Field(default=9400, ge=0, le=65535, description="Port of the operations HTTP server (0: any).")
+    max_loop_lag_s: float = Field(
+        default=5.0, gt=0, description="`/healthz` fails when the event loop is this late or stops beating."
     )
 
 

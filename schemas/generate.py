@@ -12,10 +12,29 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.config import ServiceConfig
+from schemas.config import (
+    BatchConfig,
+    KafkaSettings,
+    ObservabilitySettings,
+    PipelineSettings,
+    ProviderConfig,
+    ResponseConfig,
+    RetryConfig,
+    ServiceConfig,
+)
 from schemas.events import DeliveryStatus, SendRequest
 
 JSON_DIR = Path(__file__).parent / "json"
+REFERENCE = Path(__file__).parent.parent / "docs" / "configuration.md"
+SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("kafka", KafkaSettings),
+    ("pipeline", PipelineSettings),
+    ("observability", ObservabilitySettings),
+    ("providers.<name>", ProviderConfig),
+    ("providers.<name>.batch", BatchConfig),
+    ("providers.<name>.response", ResponseConfig),
+    ("providers.<name>.retry", RetryConfig),
+]
 MODELS: dict[str, type[BaseModel]] = {
     "send-request.schema.json": SendRequest,
     "delivery-status.schema.json": DeliveryStatus,
@@ -29,9 +48,56 @@ def render(model: type[BaseModel]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "see below" if value.model_dump() else "`{}`"
+        return f"`{json.dumps(value)}`"
+    if field.default is None:
+        return "none"
+    return f"`{json.dumps(field.default)}`"
+
+
+def _type(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("pydantic.types.", "")
+    text = text.replace("<class '", "").replace("'>", "")
+    return text.replace("schemas.config.", "")
+
+
+def reference() -> str:
+    """The configuration reference in Markdown: every option, its default and its environment variable."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `schemas/config.py` by `python -m schemas.generate`; do not edit by hand.",
+        "",
+        "The file is YAML. Any string may use `${NAME}` or `${NAME:-default}` to take a value from the",
+        "environment (secrets belong there). Options of `kafka`, `pipeline` and `observability` can also be set",
+        "by their environment variable, which wins over the file.",
+    ]
+    for section, model in SECTIONS:
+        prefix = model.model_config.get("env_prefix") if issubclass(model, BaseModel) else None
+        lines += ["", f"## `{section}`", "", (model.__doc__ or "").strip().splitlines()[0], ""]
+        columns = ["option", "type", "default", *(["environment"] if prefix else []), "description"]
+        lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        for name, field in model.model_fields.items():
+            desc = (field.description or "").replace("|", "\\|")
+            row = [f"`{name}`", _type(field.annotation).replace("|", "\\|"), _default(field)]
+            if prefix:
+                row.append(f"`{prefix}{name.upper()}`")
+            row.append(desc)
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def generated() -> dict[Path, str]:
     """Every generated file and its content."""
-    return {JSON_DIR / name: render(model) for name, model in MODELS.items()}
+    files = {JSON_DIR / name: render(model) for name, model in MODELS.items()}
+    files[REFERENCE] = reference()
+    return files
 
 
 def main(argv: list[str] | None = None) -> int:

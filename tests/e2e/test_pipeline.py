@@ -71,6 +71,7 @@ def make_config(bootstrap: str, url: str, batch_size: int = 100, linger_ms: int 
                 "rebalance_timeout_ms": 10000,
             },
             "pipeline": {"linger_ms": linger_ms, "commit_interval_ms": 100, "shutdown_timeout_s": 10},
+            "observability": {"http_port": 0, "http_host": "127.0.0.1"},
             "providers": {
                 "batcher": {
                     "url": url,
