@@ -18,7 +18,7 @@ import structlog
 from consumer.accumulator import Accumulator
 from consumer.intake import Envelope, Refusal
 from consumer.metrics import Metrics
-from consumer.responses import RecordOutcome
+from consumer.responses import DISPATCH_CODES, RecordOutcome
 from consumer.sender import ProviderSender, SendResult
 from consumer.status import StatusPublisher, status_record
 from schemas.events import Status
@@ -200,7 +200,7 @@ class Dispatcher:
             if outcome.accepted:
                 status, reason = Status.SENT, None
             else:
-                status = Status.DISPATCH_ERROR if outcome.code == "dispatch_error" else Status.FAILED
+                status = Status.DISPATCH_ERROR if outcome.code in DISPATCH_CODES else Status.FAILED
                 reason = (outcome.code or "failed", outcome.message or "")
             label = (request.provider, status.value)
             tally[label] = tally.get(label, 0) + 1

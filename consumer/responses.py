@@ -11,6 +11,8 @@ from consumer.retry import is_retryable_status
 from schemas.config import ResponseConfig
 
 EXCERPT = 200
+DISPATCH_CODES = frozenset({"dispatch_error", "auth_failed"})
+"""Outcome codes that mean the message could not be dispatched at all (status `dispatch_error`, not `failed`)."""
 
 
 @dataclass(frozen=True, slots=True)
