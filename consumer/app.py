@@ -157,7 +157,7 @@ class Service:
             )
             source_box.append(source)
             self.source, self.dispatcher = source, dispatcher
-            intake = Intake(self.providers)
+            intake = Intake(self.providers, pipeline.max_message_age_s)
             source.subscribe()
             await consumer.start()
             log.info(

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -155,9 +156,18 @@ class Dispatcher:
         self._track(len(envelopes), self._send(envelopes))
 
     async def _send(self, envelopes: list[Envelope]) -> None:
+        now = datetime.now(UTC)
+        expired = [e for e in envelopes if e.deadline is not None and e.deadline <= now]
+        if expired:
+            envelopes = [e for e in envelopes if e.deadline is None or e.deadline > now]
+            await self._publish_expired(expired)
+            if not envelopes:
+                return
         first = envelopes[0]
         provider = first.provider
         batch_id = uuid.uuid4().hex
+        deadlines = [e.deadline for e in envelopes if e.deadline is not None]
+        deadline = self._clock() + (min(deadlines) - now).total_seconds() if deadlines else None
         try:
             if provider.batch_key is not None:
                 assert first.prepared.head is not None
@@ -165,7 +175,7 @@ class Dispatcher:
             else:
                 assert first.prepared.request is not None
                 request = first.prepared.request
-            result = await self._senders[provider.name].send(request, len(envelopes))
+            result = await self._senders[provider.name].send(request, len(envelopes), deadline)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -174,6 +184,16 @@ class Dispatcher:
             )
             failure = RecordOutcome(False, None, "dispatch_error", f"could not dispatch: {type(exc).__name__}")
             result = SendResult([failure] * len(envelopes), 0, None)
+        if result.outcomes and result.outcomes[0].code == "expired":
+            # The earliest deadline of the batch passed while it waited: the messages whose own deadline
+            # passed end here; the others go out again in a batch of their own.
+            later = datetime.now(UTC)
+            still = [e for e in envelopes if e.deadline is None or e.deadline > later]
+            done = [e for e in envelopes if not (e.deadline is None or e.deadline > later)]
+            if still:
+                self._launch(still)
+            await self._publish_expired(done)
+            return
         statuses, tally = self._statuses(envelopes, result, batch_id)
         self._metrics.batch_size.labels(provider.name).observe(len(envelopes))
         log_event = log.debug if all(o.accepted for o in result.outcomes) else log.warning
@@ -189,8 +209,15 @@ class Dispatcher:
         )
         await self._publish_then_done(statuses, (), [e.ticket for e in envelopes], tally)
 
+    async def _publish_expired(self, envelopes: list[Envelope]) -> None:
+        if not envelopes:
+            return
+        failure = RecordOutcome(False, None, "expired", "expired before it was sent")
+        statuses, tally = self._statuses(envelopes, SendResult([failure] * len(envelopes), 0, None), None)
+        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes], tally)
+
     def _statuses(
-        self, envelopes: list[Envelope], result: SendResult, batch_id: str
+        self, envelopes: list[Envelope], result: SendResult, batch_id: str | None
     ) -> tuple[list[tuple[bytes, bytes]], dict[tuple[str, str], int]]:
         size = len(envelopes)
         out = []
@@ -200,7 +227,12 @@ class Dispatcher:
             if outcome.accepted:
                 status, reason = Status.SENT, None
             else:
-                status = Status.DISPATCH_ERROR if outcome.code in DISPATCH_CODES else Status.FAILED
+                if outcome.code in DISPATCH_CODES:
+                    status = Status.DISPATCH_ERROR
+                elif outcome.code == "expired":
+                    status = Status.EXPIRED
+                else:
+                    status = Status.FAILED
                 reason = (outcome.code or "failed", outcome.message or "")
             label = (request.provider, status.value)
             tally[label] = tally.get(label, 0) + 1
@@ -217,7 +249,7 @@ class Dispatcher:
                     provider_message_id=outcome.provider_message_id,
                     attempts=result.attempts,
                     batch_id=batch_id,
-                    batch_size=size,
+                    batch_size=size if batch_id is not None else None,
                     created_at=envelope.created_at,
                     metadata=request.metadata,
                 )

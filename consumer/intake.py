@@ -7,7 +7,7 @@ Pure apart from reading the clock. Invalid input is never dropped: it becomes a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -31,6 +31,8 @@ class Envelope:
     provider: CompiledProvider
     prepared: Prepared
     ticket: Any = None
+    deadline: datetime | None = None
+    """When the message stops being worth sending (`expires_at` or `created_at` + maximum age)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +85,9 @@ def _record_time(origin: Origin) -> datetime:
 class Intake:
     """Validates send-requests against the contract and the configured providers."""
 
-    def __init__(self, providers: dict[str, CompiledProvider]) -> None:
+    def __init__(self, providers: dict[str, CompiledProvider], max_age_s: float | None = None) -> None:
         self._providers = providers
+        self._max_age = timedelta(seconds=max_age_s) if max_age_s else None
 
     def accept(self, key: bytes | None, value: bytes | None, origin: Origin) -> Envelope | Refusal:
         """Turn one record into an `Envelope`, or a `Refusal` when it must not be sent."""
@@ -109,11 +112,14 @@ class Intake:
             )
         created_at = request.created_at or _record_time(origin)
         now = datetime.now(UTC)
-        if request.expires_at is not None and request.expires_at <= now:
+        deadline = request.expires_at
+        if self._max_age is not None and (deadline is None or created_at + self._max_age < deadline):
+            deadline = created_at + self._max_age
+        if deadline is not None and deadline <= now:
             status = status_record(
                 status=Status.EXPIRED,
                 origin=origin,
-                reason=("expired", f"expired at {request.expires_at.isoformat()} before it was sent"),
+                reason=("expired", f"expired at {deadline.isoformat()} before it was sent"),
                 created_at=created_at,
                 completed_at=now,
                 **facts,
@@ -125,7 +131,7 @@ class Intake:
             return self._refuse(key, value, origin, exc.code, exc.message, facts)
         except Exception as exc:  # one odd event must never stop the consumer: refuse it, keep its bytes
             return self._refuse(key, value, origin, "render_error", f"cannot render: {type(exc).__name__}", facts)
-        return Envelope(request, origin, created_at, provider, prepared)
+        return Envelope(request, origin, created_at, provider, prepared, deadline=deadline)
 
     def _refuse(
         self,

@@ -43,6 +43,13 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter("sms_http_retries", "HTTP attempts that were retried.", ["provider"], registry=r)
+        self.breaker_state = Gauge(
+            "sms_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
+            ["provider"],
+            registry=r,
+        )
+        self.breaker_opened = Counter("sms_breaker_opened", "Times the breaker opened.", ["provider"], registry=r)
         self.in_flight = Gauge("sms_in_flight_messages", "Messages being sent or published.", registry=r)
         self.buffered = Gauge("sms_buffered_messages", "Messages waiting in open batches.", registry=r)
         self.paused = Gauge("sms_fetch_paused", "1 while fetching is paused by backpressure.", registry=r)

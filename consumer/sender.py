@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import structlog
 from yarl import URL
 
 from consumer.auth import Signer
+from consumer.limits import BreakerState, CircuitBreaker, TokenBucket
 from consumer.metrics import Metrics
 from consumer.responses import RecordOutcome, excerpt, is_accepted, map_response
 from consumer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 from consumer.templates import CompiledProvider, HttpRequest
+
+log = structlog.get_logger("consumer.sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +84,31 @@ class ProviderSender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
+        config = provider.config
+        self._clock = clock
+        now = clock()
+        limit = config.rate_limit
+        self._request_bucket = (
+            TokenBucket(limit.requests_per_s, max(1.0, limit.requests_per_s * limit.burst_s), now)
+            if limit and limit.requests_per_s
+            else None
+        )
+        self._message_bucket = (
+            TokenBucket(limit.messages_per_s, max(1.0, limit.messages_per_s * limit.burst_s), now)
+            if limit and limit.messages_per_s
+            else None
+        )
+        self.breaker = CircuitBreaker(
+            config.breaker.failure_threshold, config.breaker.open_s, config.breaker.max_open_s
+        )
+        self._breaker_changed = asyncio.Event()
+        self._pause_until = 0.0
         metrics = metrics or Metrics()
+        self._breaker_gauge = metrics.breaker_state.labels(provider.name)
+        self._breaker_opened = metrics.breaker_opened.labels(provider.name)
         self._latency = metrics.http_latency.labels(provider.name)
         self._responses = metrics.http_responses
         self._retries = metrics.retries.labels(provider.name)
@@ -94,45 +120,112 @@ class ProviderSender:
         self._sleep = sleep
         self._rng = rng or random.Random()
 
-    async def send(self, request: HttpRequest, count: int) -> SendResult:
-        """Send `request`, which carries `count` messages, retrying what is worth retrying."""
+    async def _gate(self, count: int) -> None:
+        """Wait until the provider may be sent to: a Retry-After pause, the breaker, then the rate limits."""
+        while True:
+            now = self._clock()
+            if now < self._pause_until:
+                await self._sleep(self._pause_until - now)
+                continue
+            wait = self.breaker.wait(now)
+            if wait is None:  # a probe is under way: wait for its outcome
+                self._breaker_changed.clear()
+                await self._breaker_changed.wait()
+                continue
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            break
+        now = self._clock()
+        delay = 0.0
+        if self._request_bucket is not None:
+            delay = self._request_bucket.reserve(1, now)
+        if self._message_bucket is not None:
+            delay = max(delay, self._message_bucket.reserve(count, now))
+        if delay > 0:
+            await self._sleep(delay)
+
+    def _record(self, ok: bool | None) -> None:
+        """Tell the breaker how an attempt went (None: no verdict on the provider, e.g. it was never reached)."""
+        breaker = self.breaker
+        before = breaker.opened_count
+        if ok is None:
+            if breaker.probing:
+                breaker.probing = False
+        else:
+            breaker.record(ok, self._clock())
+        if breaker.opened_count != before:
+            self._breaker_opened.inc()
+            log.warning("circuit breaker opened", provider=self.provider.name, open_s=breaker.current_open_s)
+        self._breaker_gauge.set(
+            {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}[breaker.state]
+        )
+        self._breaker_changed.set()
+
+    async def send(self, request: HttpRequest, count: int, deadline: float | None = None) -> SendResult:
+        """Send `request`, which carries `count` messages, retrying what is worth retrying.
+
+        `deadline` (on this sender's clock) is when the messages stop being worth sending: an attempt that
+        would start after it is not made, and the result says `expired`.
+        """
         attempt = 0
+        status: int | None = None
         while True:
             attempt += 1
-            retry_after: float | None = None
-            async with self._slots:
-                signed = await self._signer.sign(request)
-                started = time.perf_counter()
-                try:
-                    response = await self._transport.send(signed, self._config.timeout_s)
-                except TimeoutError:
-                    failure = RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
-                    status = None
-                except (aiohttp.ClientError, OSError) as exc:
-                    failure = RecordOutcome(False, None, "connection_error", _describe(exc))
-                    status = None
-                else:
-                    status = response.status
-                finally:
-                    self._latency.observe(time.perf_counter() - started)
-                self._responses.labels(self.provider.name, str(status) if status else failure.code).inc()
-                if status is not None:
-                    if is_accepted(self._config.response, status) or not is_retryable_status(status):
-                        outcomes = map_response(self._config.response, status, response.body, count)
-                        return SendResult(outcomes, attempt, status)
-                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                    failure = RecordOutcome(
-                        False,
-                        None,
-                        "provider_throttled" if status == 429 else "provider_error",
-                        f"provider answered HTTP {status}: {excerpt(response.body)}",
-                    )
+            await self._gate(count)
+            if deadline is not None and self._clock() >= deadline:
+                expired = RecordOutcome(False, None, "expired", "expired before the provider could take it")
+                return SendResult([expired] * count, attempt - 1, status)
+            try:
+                result = await self._attempt(request, count, attempt)
+            except BaseException:
+                self._record(None)
+                raise
+            outcome, status, retry_after, verdict = result
+            self._record(verdict)
+            if isinstance(outcome, SendResult):
+                return outcome
+            failure = outcome
+            if status == 429:
+                pause = retry_after if retry_after is not None else self._policy.initial
+                self._pause_until = max(self._pause_until, self._clock() + pause)
             delay = self._policy.delay(attempt, retry_after, self._rng)
             if delay is None:
                 message = f"gave up after {attempt} attempt(s); last: {failure.message}"
                 return SendResult([RecordOutcome(False, None, failure.code, message)] * count, attempt, status)
             self._retries.inc()
             await self._sleep(delay)
+
+    async def _attempt(
+        self, request: HttpRequest, count: int, attempt: int
+    ) -> tuple[SendResult | RecordOutcome, int | None, float | None, bool | None]:
+        """One HTTP attempt: a final result, or a retryable failure; with the HTTP status, Retry-After and the
+        breaker verdict (True: the provider answered sanely; False: it failed; None: no verdict)."""
+        async with self._slots:
+            signed = await self._signer.sign(request)
+            started = time.perf_counter()
+            try:
+                response = await self._transport.send(signed, self._config.timeout_s)
+            except TimeoutError:
+                failure = RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
+                self._responses.labels(self.provider.name, "timeout").inc()
+                return failure, None, None, False
+            except (aiohttp.ClientError, OSError) as exc:
+                failure = RecordOutcome(False, None, "connection_error", _describe(exc))
+                self._responses.labels(self.provider.name, "connection_error").inc()
+                return failure, None, None, False
+            finally:
+                self._latency.observe(time.perf_counter() - started)
+        status = response.status
+        self._responses.labels(self.provider.name, str(status)).inc()
+        if is_accepted(self._config.response, status) or not is_retryable_status(status):
+            outcomes = map_response(self._config.response, status, response.body, count)
+            return SendResult(outcomes, attempt, status), status, None, True
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        code = "provider_throttled" if status == 429 else "provider_error"
+        failure = RecordOutcome(False, None, code, f"provider answered HTTP {status}: {excerpt(response.body)}")
+        # 429 says the provider is healthy but busy: it pauses sending, it does not open the breaker.
+        return failure, status, retry_after, status == 429
 
 
 def _describe(exc: BaseException) -> str:

@@ -95,6 +95,26 @@ class RetryConfig(_Strict):
     backoff_max_ms: int = Field(default=10_000, ge=0, description="Largest backoff between attempts.")
 
 
+class RateLimitConfig(_Strict):
+    """Requests and messages per second the provider allows; either may be left out."""
+
+    requests_per_s: float | None = Field(default=None, gt=0, description="HTTP requests per second.")
+    messages_per_s: float | None = Field(default=None, gt=0, description="Messages per second (batch records count).")
+    burst_s: float = Field(
+        default=1.0, gt=0, description="Seconds of allowance that may be spent at once after an idle spell."
+    )
+
+
+class BreakerConfig(_Strict):
+    """Circuit breaker: stop sending to a provider that keeps failing, probe it before resuming."""
+
+    failure_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed attempts (timeouts, connection errors, 5xx) that open it."
+    )
+    open_s: float = Field(default=10.0, gt=0, description="How long it stays open before one probe request.")
+    max_open_s: float = Field(default=120.0, gt=0, description="Upper bound of the open time as probes keep failing.")
+
+
 class ProviderConfig(_Strict):
     """One HTTP SMS provider, described as a request template.
 
@@ -119,6 +139,8 @@ class ProviderConfig(_Strict):
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at once.")
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one HTTP attempt, in seconds.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries of failed attempts.")
+    rate_limit: RateLimitConfig | None = Field(default=None, description="Requests and messages per second.")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker.")
 
     @field_validator("url")
     @classmethod
@@ -224,6 +246,11 @@ class PipelineSettings(_EnvFirstSettings):
     )
     commit_interval_ms: int = Field(default=1_000, ge=10, description="How often finished offsets are committed.")
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="Drain deadline on SIGTERM.")
+    max_message_age_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A message older than this (from `created_at`) is not sent: it ends `expired`.",
+    )
     status_retry_backoff_s: float = Field(
         default=1.0, gt=0, description="Pause before publishing a status again after the producer failed."
     )

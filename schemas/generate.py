@@ -14,10 +14,12 @@ from pydantic import BaseModel
 
 from schemas.config import (
     BatchConfig,
+    BreakerConfig,
     KafkaSettings,
     ObservabilitySettings,
     PipelineSettings,
     ProviderConfig,
+    RateLimitConfig,
     ResponseConfig,
     RetryConfig,
     ServiceConfig,
@@ -34,6 +36,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("providers.<name>.batch", BatchConfig),
     ("providers.<name>.response", ResponseConfig),
     ("providers.<name>.retry", RetryConfig),
+    ("providers.<name>.rate_limit", RateLimitConfig),
+    ("providers.<name>.breaker", BreakerConfig),
 ]
 MODELS: dict[str, type[BaseModel]] = {
     "send-request.schema.json": SendRequest,

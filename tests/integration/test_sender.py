@@ -71,10 +71,15 @@ def sender_for(url: str, session: Any, sleeps: list[float], **extra: Any) -> tup
     )
     provider = CompiledProvider("p", config)
 
+    now = [0.0]
+
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
+        now[0] += seconds
 
-    sender = ProviderSender(provider, AiohttpTransport(session), make_signer(config.auth), sleep=fake_sleep)
+    sender = ProviderSender(
+        provider, AiohttpTransport(session), make_signer(config.auth), sleep=fake_sleep, clock=lambda: now[0]
+    )
     request = SendRequest(message_id="m", campaign_id="c", provider="p", to="+14155550100", body="hello")
     prepared = provider.prepare(message_values(request))
     return sender, prepared.request
@@ -147,3 +152,54 @@ async def test_basic_auth_header_is_added_at_send_time(server, session):
     expected = "Basic " + base64.b64encode("user:pässword".encode()).decode()
     assert script.seen[0]["headers"]["Authorization"] == expected
     assert script.seen[0]["body"] == b'{"to":"+14155550100","text":"hello"}'
+
+
+async def test_a_429_pauses_every_sender_of_the_provider(server, session):
+    script = Script([(429, {"Retry-After": "2"}, b"{}", 0), (200, {}, b'{"id": "ok"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(await server(script), session, sleeps)
+    first = await sender.send(request, 1)
+    assert first.outcomes[0].accepted and sleeps == [2.0]
+    # The pause is provider-wide: a request that starts inside it waits for it too.
+    sender._pause_until = sender._clock() + 1.5
+    await sender.send(request, 1)
+    assert sleeps[-1] == 1.5
+
+
+async def test_breaker_opens_on_repeated_failures_and_closes_after_a_good_probe(server, session):
+    script = Script([(503, {}, b"{}", 0)] * 4 + [(200, {}, b'{"id": "ok"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(
+        await server(script),
+        session,
+        sleeps,
+        retry={"max_attempts": 2, "backoff_initial_ms": 1, "backoff_max_ms": 1},
+        breaker={"failure_threshold": 3, "open_s": 30},
+    )
+    a = await sender.send(request, 1)
+    assert not a.outcomes[0].accepted and sender.breaker.state.value == "closed"
+    # The third failure opens the breaker: the retry waits out the open time (30 s), then probes; the probe
+    # gets the fourth 503, so the breaker reopens for twice as long.
+    b = await sender.send(request, 1)
+    assert not b.outcomes[0].accepted and b.attempts == 2
+    assert sender.breaker.state.value == "open" and sender.breaker.current_open_s == 60
+    # The next request waits instead of failing; its probe succeeds and closes the breaker.
+    c = await sender.send(request, 1)
+    assert c.outcomes[0].accepted and c.attempts == 1
+    long_waits = [round(x) for x in sleeps if x > 1]
+    assert long_waits == [30, 60]
+    d = await sender.send(request, 1)
+    assert d.outcomes[0].accepted and sender.breaker.state.value == "closed"
+    assert len(script.seen) == 6
+
+
+async def test_rate_limit_spaces_requests(server, session):
+    script = Script([(200, {}, b'{"id": "ok"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(
+        await server(script), session, sleeps, rate_limit={"requests_per_s": 10, "burst_s": 0.1}
+    )
+    for _ in range(5):
+        await sender.send(request, 1)
+    # One request of burst, then one every 100 ms.
+    assert [round(s, 3) for s in sleeps] == [0.1, 0.1, 0.1, 0.1]
