@@ -8,28 +8,49 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from consumer.observability import Redactor, configure_logging
 
+_TOPIC_ERRORS_OK = (0, 36)  # NONE, TOPIC_ALREADY_EXISTS
 
-async def create_topics(bootstrap: str, topics: dict[str, int], replication: int = 1) -> None:
-    """Create topics (name -> partitions); existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+
+async def create_topics(bootstrap: str, topics: Mapping[str, int], *, replication_factor: int | None = None) -> None:
+    """Create `{name: partitions}` (existing ones are kept) and wait until every partition has a leader.
+
+    The replication factor is 3 on clusters of three or more brokers, else 1.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
     await admin.start()
     try:
-        for name, partitions in topics.items():
-            try:
-                await admin.create_topics([NewTopic(name, partitions, replication)])
-            except TopicAlreadyExistsError:
-                pass
+        if replication_factor is None:
+            brokers = (await admin.describe_cluster())["brokers"]
+            replication_factor = 3 if len(brokers) >= 3 else 1
+        response = await admin.create_topics(
+            [NewTopic(name, partitions, replication_factor) for name, partitions in topics.items()]
+        )
+        failed = [entry for entry in response.topic_errors if entry[1] not in _TOPIC_ERRORS_OK]
+        if failed:
+            raise RuntimeError(f"creating topics failed: {failed}")
+        deadline = time.monotonic() + 30
+        while True:
+            described = await admin.describe_topics(list(topics))
+            if all(
+                t["error_code"] == 0
+                and len(t["partitions"]) == topics[t["topic"]]
+                and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics without leaders after 30 s: {described}")
+            await asyncio.sleep(0.05)
     finally:
         await admin.close()
 
@@ -64,12 +85,20 @@ async def produce(
 
 
 async def collect(
-    bootstrap: str, topic: str, count: int, timeout: float = 60.0, *, with_headers: bool = False
+    bootstrap: str,
+    topic: str,
+    count: int,
+    timeout: float = 60.0,
+    *,
+    with_headers: bool = False,
+    distinct: str | None = None,
 ) -> list[Any]:
-    """Read `count` records of `topic` from the beginning (JSON values decoded when possible).
+    """Read records of `topic` from the beginning (JSON values decoded when possible) until there are
+    `count` of them, or `count` distinct values of the field `distinct` (duplicates are kept in the result).
 
     Returns what it has when `timeout` passes, so callers assert on the count.
     """
+    seen: set[Any] = set()
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
     )
@@ -77,7 +106,7 @@ async def collect(
     out: list[Any] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
+        while (len(seen) if distinct else len(out)) < count and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for record in records:
@@ -85,6 +114,8 @@ async def collect(
                         value: Any = orjson.loads(record.value) if record.value is not None else None
                     except orjson.JSONDecodeError:
                         value = record.value
+                    if distinct and isinstance(value, dict):
+                        seen.add(value.get(distinct))
                     if with_headers:
                         out.append((record.key, value, dict(record.headers), record.value))
                     else:
