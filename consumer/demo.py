@@ -62,7 +62,7 @@ def sample_events(count: int, run: str) -> tuple[list[Any], int]:
 
 
 def demo_config(bootstrap: str, provider_url: str, run: str) -> ServiceConfig:
-    raw = yaml.safe_load(resources.files("consumer.demo").joinpath("demo.yaml").read_text(encoding="utf-8"))
+    raw = yaml.safe_load(resources.files("consumer").joinpath("data/demo.yaml").read_text(encoding="utf-8"))
     env = {"SMS_DEMO_BOOTSTRAP": bootstrap, "SMS_DEMO_PROVIDER_URL": provider_url, "SMS_DEMO_API_KEY": "demo-key"}
     raw["kafka"].update(
         group_id=f"sms-consumer-demo-{run}",
