@@ -28,6 +28,7 @@ class _Open(Generic[K, T]):
     items: list[T] = field(default_factory=list)
     opened_at: float = 0.0
     limit: int = 1
+    seen: set[Hashable] | None = None
 
 
 class Accumulator(Generic[K, T]):
@@ -44,21 +45,38 @@ class Accumulator(Generic[K, T]):
         """Messages buffered."""
         return self._count
 
-    def add(self, key: K, item: T, limit: int, now: float) -> Batch[K, T] | None:
+    def add(self, key: K, item: T, limit: int, now: float, distinct: Hashable | None = None) -> Batch[K, T] | None:
         """Buffer `item`; returns the batch of `key` if it reached `limit` items.
 
+        With `distinct` (e.g. the recipient), an open batch never holds two items with the same value: the
+        batch that already has one is returned as it is, and `item` opens the next batch of `key`.
         `now` must not go backwards between calls (use a monotonic clock).
         """
         batch = self._open.get(key)
+        if batch is not None and distinct is not None and batch.seen is not None and distinct in batch.seen:
+            full = self._take(key)
+            self._add_new(key, item, limit, now, distinct)
+            self._count += 1
+            return full
         if batch is None:
-            batch = self._open[key] = _Open(opened_at=now, limit=limit)
-        batch.items.append(item)
+            batch = self._add_new(key, item, limit, now, distinct)
+        else:
+            batch.items.append(item)
+            if distinct is not None:
+                if batch.seen is None:
+                    batch.seen = set()
+                batch.seen.add(distinct)
         self._count += 1
         if len(batch.items) >= batch.limit:
             del self._open[key]
             self._count -= len(batch.items)
             return Batch(key, batch.items, batch.opened_at)
         return None
+
+    def _add_new(self, key: K, item: T, limit: int, now: float, distinct: Hashable | None) -> _Open[K, T]:
+        # A new batch goes to the end of the dict: batches stay in the order they were opened.
+        batch = self._open[key] = _Open([item], now, limit, None if distinct is None else {distinct})
+        return batch
 
     def due(self, now: float) -> list[Batch[K, T]]:
         """Remove and return every batch that has waited at least `linger`."""

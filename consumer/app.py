@@ -122,7 +122,9 @@ class Service:
             self._producer = producer
             transport = AiohttpTransport(session)
             senders = {
-                name: ProviderSender(p, transport, make_signer(p.config.auth), metrics=metrics)
+                name: ProviderSender(
+                    p, transport, make_signer(p.config.auth, transport, provider=name, metrics=metrics), metrics=metrics
+                )
                 for name, p in self.providers.items()
             }
             publisher = StatusPublisher(producer, kafka.status_topic, kafka.dlq_topic)

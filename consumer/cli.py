@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from consumer.errors import ConfigError, EventError, SmsConsumerError
 
@@ -41,10 +42,27 @@ def _validate(args: argparse.Namespace) -> int:
     providers = compile_providers(config.providers)
     print(f"{args.config}: valid")
     for name, provider in providers.items():
-        batching = f"batches of up to {provider.batch_size}" if provider.batch_key else "one request per message"
+        preset = f"preset {provider.config.preset}; " if provider.config.preset else ""
         custom = ", ".join(f"$${n}" for n in sorted(provider.custom_names)) or "none"
-        print(f"  {name}: {provider.config.method} {provider.config.url} ({batching}; custom replacements: {custom})")
+        print(
+            f"  {name}: {provider.config.method} {provider.config.url} "
+            f"({preset}{_batching(provider)}; custom replacements: {custom})"
+        )
     return 0
+
+
+def _batching(provider: Any) -> str:
+    """How a provider's messages share requests, in words."""
+    if not provider.batching:
+        return "one request per message"
+    size, key = provider.batch_size, provider.batch_key
+    if provider.mode == "records":
+        return f"batches of up to {size} records " + (f"under {key!r}" if key else "as the body")
+    if provider.mode == "joined":
+        return f"batches of up to {size} recipients joined with {provider.separator!r} in {key!r}"
+    if provider.mode == "keyed":
+        return f"batches of up to {size} recipients as the keys of {key!r}"
+    return f"batches of up to {size} recipients in {key!r}"
 
 
 def _render(args: argparse.Namespace) -> int:

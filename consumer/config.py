@@ -8,22 +8,32 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
+from consumer.auth import SIGV4_MISSING, sigv4_available
 from consumer.errors import ConfigError
 from schemas.config import (
+    AUTH_MODELS,
     KafkaSettings,
     ObservabilitySettings,
     PipelineSettings,
     ProviderConfig,
     ServiceConfig,
+    SigV4Auth,
 )
 
+_PRESETS = resources.files("consumer") / "presets"
+_PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Error paths of an `auth` section name the union member (class or discriminator tag): left out, the path
+# reads `providers.x.auth.password` rather than `providers.x.auth.basic.password`.
+_AUTH_CLASSES = frozenset(model.__name__ for model in AUTH_MODELS)
+_AUTH_TAGS = frozenset(get_args(model.model_fields["type"].annotation)[0] for model in AUTH_MODELS)
 _SECTIONS: dict[str, type[Any]] = {
     "kafka": KafkaSettings,
     "pipeline": PipelineSettings,
@@ -68,7 +78,11 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> list[st
         for loc in item["loc"]:
             if isinstance(loc, int):
                 parts[-1:] = [f"{parts[-1]}[{loc}]"] if parts else [f"[{loc}]"]
-            elif loc in {"NoAuth", "BasicAuth"} or str(loc).startswith(("function-", "literal[")):
+            elif (
+                loc in _AUTH_CLASSES
+                or (loc in _AUTH_TAGS and parts and parts[-1] == "auth")
+                or str(loc).startswith(("function-", "literal["))
+            ):
                 continue
             else:
                 parts.append(str(loc))
@@ -82,7 +96,9 @@ def parse_config(raw: Any, source: str = "<config>", env: Mapping[str, str] | No
     environ = os.environ if env is None else env
     if not isinstance(raw, dict):
         raise ConfigError(source, ["<root>: the configuration must be a mapping"])
-    tree, problems = interpolate(raw, environ)
+    raw, problems, skipped = _with_presets(raw)
+    tree, missing_env = interpolate(raw, environ)
+    problems += missing_env
     unknown = sorted(set(tree) - {*_SECTIONS, "providers"})
     problems += [f"{key}: unknown section" for key in unknown]
     sections: dict[str, Any] = {}
@@ -101,13 +117,85 @@ def parse_config(raw: Any, source: str = "<config>", env: Mapping[str, str] | No
         providers = {}
     parsed: dict[str, ProviderConfig] = {}
     for name, body in providers.items():
+        if name in skipped:
+            continue
         try:
             parsed[str(name)] = ProviderConfig.model_validate(body)
         except ValidationError as exc:
             problems += format_validation_error(exc, f"providers.{name}")
+    for name, provider in parsed.items():
+        if isinstance(provider.auth, SigV4Auth) and not sigv4_available():
+            problems.append(f"providers.{name}.auth: {SIGV4_MISSING}")
     if problems:
         raise ConfigError(source, problems)
     return ServiceConfig(providers=parsed, **sections)
+
+
+def known_presets() -> list[str]:
+    """Names of the provider presets shipped in `consumer/presets/`."""
+    return sorted(item.name.removesuffix(".yaml") for item in _PRESETS.iterdir() if item.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The provider section of a shipped preset; `KeyError` for an unknown name."""
+    if not _PRESET_NAME.fullmatch(name) or name not in known_presets():
+        raise KeyError(name)
+    doc = yaml.safe_load((_PRESETS / f"{name}.yaml").read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise KeyError(name)
+    return doc
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, `None` removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def apply_preset(body: dict[str, Any]) -> dict[str, Any]:
+    """A provider section with its `preset` merged under it. The user's values win; `auth` is taken whole
+    from the user when given (credentials of one kind never mix with another's). Raises `ValueError`."""
+    name = body.get("preset")
+    if not isinstance(name, str):
+        raise ValueError(f"must be the name of a preset ({', '.join(known_presets())})")
+    try:
+        preset = load_preset(name)
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(known_presets())})") from None
+    merged = merge_patch(preset, {k: v for k, v in body.items() if k != "auth"})
+    if "auth" in body:
+        merged.pop("auth", None)
+        if body["auth"] is not None:
+            merged["auth"] = body["auth"]
+    merged["preset"] = name
+    return dict(merged)
+
+
+def _with_presets(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str], set[Any]]:
+    """The tree with every provider's preset applied (before `${ENV}` interpolation, so presets may use it),
+    the problems found, and the providers that could not be expanded."""
+    providers = raw.get("providers")
+    if not isinstance(providers, dict):
+        return raw, [], set()
+    problems: list[str] = []
+    skipped: set[Any] = set()
+    expanded: dict[Any, Any] = {}
+    for name, body in providers.items():
+        if isinstance(body, dict) and "preset" in body:
+            try:
+                body = apply_preset(body)
+            except ValueError as exc:
+                problems.append(f"providers.{name}.preset: {exc}")
+                skipped.add(name)
+        expanded[name] = body
+    return {**raw, "providers": expanded}, problems, skipped
 
 
 def _with_env(cls: type[Any], values: dict[str, Any], env: Mapping[str, str]) -> Any:

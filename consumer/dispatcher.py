@@ -73,12 +73,14 @@ class Dispatcher:
     def submit(self, envelope: Envelope) -> None:
         """Buffer a message; a full batch is sent at once."""
         provider = envelope.provider
-        if provider.batch_key is None:
+        if not provider.batching:
             self._launch([envelope])
             return
         key = (provider.name, envelope.request.campaign_id, envelope.prepared.group)
         was_empty = self._acc.next_due() is None
-        batch = self._acc.add(key, envelope, provider.batch_size, self._clock())
+        # Recipient-based batch shapes cannot carry a number twice: a repeat starts the next batch.
+        distinct = envelope.request.to if provider.distinct_recipients else None
+        batch = self._acc.add(key, envelope, provider.batch_size, self._clock(), distinct)
         if batch is not None:
             self._launch(batch.items)
         elif was_empty:
@@ -169,9 +171,8 @@ class Dispatcher:
         deadlines = [e.deadline for e in envelopes if e.deadline is not None]
         deadline = self._clock() + (min(deadlines) - now).total_seconds() if deadlines else None
         try:
-            if provider.batch_key is not None:
-                assert first.prepared.head is not None
-                request = provider.render_batch(first.prepared.head, [e.prepared.item for e in envelopes])
+            if provider.batching:
+                request = provider.render_batch([e.prepared for e in envelopes])
             else:
                 assert first.prepared.request is not None
                 request = first.prepared.request
@@ -248,6 +249,8 @@ class Dispatcher:
                     http_status=result.http_status,
                     provider_message_id=outcome.provider_message_id,
                     attempts=result.attempts,
+                    encoding=envelope.encoding,
+                    segments=envelope.segments,
                     batch_id=batch_id,
                     batch_size=size if batch_id is not None else None,
                     created_at=envelope.created_at,

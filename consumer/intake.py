@@ -14,6 +14,7 @@ import orjson
 from pydantic import ValidationError
 
 from consumer.errors import EventError
+from consumer.segments import message_facts
 from consumer.status import DeadLetter, Origin, dlq_headers, status_record
 from consumer.templates import CompiledProvider, Prepared, message_values
 from schemas.events import SendRequest, Status
@@ -31,6 +32,8 @@ class Envelope:
     provider: CompiledProvider
     prepared: Prepared
     ticket: Any = None
+    encoding: str | None = None
+    segments: int | None = None
     deadline: datetime | None = None
     """When the message stops being worth sending (`expires_at` or `created_at` + maximum age)."""
 
@@ -99,12 +102,16 @@ class Intake:
             code = "invalid_json" if any(e["type"] == "json_invalid" for e in exc.errors()) else "invalid_event"
             return self._refuse(key, value, origin, code, _describe_validation(exc), _salvage(value))
         provider = self._providers.get(request.provider)
+        # Computed once per message; every status of it carries them.
+        encoding, segments = message_facts(request.body)
         facts: dict[str, Any] = {
             "message_id": request.message_id,
             "campaign_id": request.campaign_id,
             "provider": request.provider,
             "to": request.to,
             "metadata": request.metadata,
+            "encoding": encoding,
+            "segments": segments,
         }
         if provider is None:
             return self._refuse(
@@ -131,7 +138,9 @@ class Intake:
             return self._refuse(key, value, origin, exc.code, exc.message, facts)
         except Exception as exc:  # one odd event must never stop the consumer: refuse it, keep its bytes
             return self._refuse(key, value, origin, "render_error", f"cannot render: {type(exc).__name__}", facts)
-        return Envelope(request, origin, created_at, provider, prepared, deadline=deadline)
+        return Envelope(
+            request, origin, created_at, provider, prepared, deadline=deadline, encoding=encoding, segments=segments
+        )
 
     def _refuse(
         self,

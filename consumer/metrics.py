@@ -50,6 +50,12 @@ class Metrics:
             registry=r,
         )
         self.breaker_opened = Counter("sms_breaker_opened", "Times the breaker opened.", ["provider"], registry=r)
+        self.oauth_token_refreshes = Counter(
+            "sms_oauth_token_refreshes",
+            "OAuth 2.0 token requests, by provider and result (`ok` / `failed`).",
+            ["provider", "result"],
+            registry=r,
+        )
         self.in_flight = Gauge("sms_in_flight_messages", "Messages being sent or published.", registry=r)
         self.buffered = Gauge("sms_buffered_messages", "Messages waiting in open batches.", registry=r)
         self.paused = Gauge("sms_fetch_paused", "1 while fetching is paused by backpressure.", registry=r)

@@ -11,11 +11,18 @@ import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import structlog
 
-SECRET_KEYS = re.compile(r"(password|secret|token|authorization|api[_-]?key|authkey|credential)", re.I)
+SECRET_KEYS = re.compile(
+    r"(password|passwd|pwd|secret|token|auth|api[_-]?key|access[_-]?key|private[_-]?key|signature|credential|^key$)",
+    re.I,
+)
+SECRET_FIELDS = ("password", "client_secret", "secret_access_key", "session_token")
+"""The `SecretStr` fields of the `auth` section types."""
+_SCHEME_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9._~+/-]{0,40})\s+(\S.*)")
 PHONE_KEYS = frozenset({"to", "phone", "msisdn", "recipient", "number"})
 MASK = "***"
 
@@ -106,20 +113,61 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if level == "info" else logging.getLevelName(level.upper()))
+    # botocore's signer logs whole canonical requests (headers, query) at debug level: never wanted.
+    logging.getLogger("botocore.auth").setLevel(logging.INFO)
     return redactor
 
 
 def config_secrets(config: Any) -> list[str]:
-    """Every secret value of a `ServiceConfig`: auth passwords and header/query values under secret-looking names."""
+    """Every secret value of a `ServiceConfig`, for the redactor.
+
+    The `auth` secrets (passwords, client secrets, AWS keys), and every fixed value under a secret-looking name
+    in the headers, the query (also the URL's own), the payload and the OAuth 2.0 extra parameters: API keys,
+    `Authorization: Bearer ...` tokens (the credential alone too) and the like. A password in the URL counts.
+    """
     out: list[str] = []
     for provider in config.providers.values():
-        password = getattr(provider.auth, "password", None)
-        if password is not None:
-            out.append(password.get_secret_value())
-        for pairs in (provider.headers, provider.query):
-            for key, value in pairs.items():
-                if SECRET_KEYS.search(key) and "$$" not in value:
-                    out.append(value)
-                    if value.lower().startswith(("bearer ", "basic ")):
-                        out.append(value.split(" ", 1)[1])
+        auth = provider.auth
+        for name in SECRET_FIELDS:
+            secret = getattr(auth, name, None)
+            if secret is not None:
+                out.append(secret.get_secret_value())
+        url = urlsplit(provider.url)
+        if url.password and "$$" not in url.password:
+            out.append(url.password)
+        pairs: list[tuple[str, Any]] = [
+            *provider.headers.items(),
+            *provider.query.items(),
+            *parse_qsl(url.query, keep_blank_values=True),
+            *getattr(auth, "extra_params", {}).items(),
+            *_keyed_values(provider.payload),
+        ]
+        for key, value in pairs:
+            out += _credentials(key, value)
     return out
+
+
+def _keyed_values(node: Any) -> list[tuple[str, Any]]:
+    """(key, value) of every object member of a payload template, at any depth."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.append((str(key), value))
+            found += _keyed_values(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _keyed_values(item)
+    return found
+
+
+def _credentials(key: str, value: Any) -> list[str]:
+    """The secrets a fixed configuration value holds: itself under a secret-looking name, and the credential
+    part of `<scheme> <credential>` values (`Bearer abc`, `Basic ...`, `Token abc`)."""
+    if not isinstance(value, str) or "$$" in value or not value.strip():
+        return []
+    scheme = _SCHEME_VALUE.fullmatch(value.strip())
+    if SECRET_KEYS.search(key):
+        return [value, scheme.group(2)] if scheme else [value]
+    if scheme and scheme.group(1).lower() in ("bearer", "basic"):
+        return [value, scheme.group(2)]
+    return []

@@ -5,15 +5,18 @@ Credentials are shown masked; everything else is as it would go on the wire.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from consumer.accumulator import Accumulator
+from consumer.auth import auth_scheme, canonical_query_url
 from consumer.errors import EventError, SmsConsumerError
 from consumer.observability import MASK, SECRET_KEYS, Redactor, config_secrets
-from consumer.templates import CompiledProvider, HttpRequest, message_values
-from schemas.config import BasicAuth, ServiceConfig
+from consumer.templates import CompiledProvider, HttpRequest, Prepared, message_values
+from schemas.config import ServiceConfig, SigV4Auth
 from schemas.events import SendRequest
 
 
@@ -36,25 +39,22 @@ def _events(raw: bytes) -> list[SendRequest]:
 
 def render_requests(provider: CompiledProvider, events: list[SendRequest]) -> list[tuple[HttpRequest, int]]:
     """The requests (and how many messages each carries) that `events` would produce, batched as the
-    service would batch them when they all arrive within one linger window."""
-    if provider.batch_key is None:
-        out = []
-        for event in events:
-            prepared = provider.prepare(message_values(event))
-            assert prepared.request is not None
-            out.append((prepared.request, 1))
-        return out
-    groups: dict[tuple[str, bytes], list[Any]] = {}
+    service batches them when they all arrive within one linger window."""
+    out: list[tuple[HttpRequest, int]] = []
+    batches: Accumulator[tuple[str, bytes], Prepared] = Accumulator(0.0)
+    full: list[list[Prepared]] = []
     for event in events:
         prepared = provider.prepare(message_values(event))
-        groups.setdefault((event.campaign_id, prepared.group), []).append(prepared)
-    requests = []
-    for members in groups.values():
-        for start in range(0, len(members), provider.batch_size):
-            chunk = members[start : start + provider.batch_size]
-            assert chunk[0].head is not None
-            requests.append((provider.render_batch(chunk[0].head, [p.item for p in chunk]), len(chunk)))
-    return requests
+        if not provider.batching:
+            assert prepared.request is not None
+            out.append((prepared.request, 1))
+            continue
+        distinct = event.to if provider.distinct_recipients else None
+        batch = batches.add((event.campaign_id, prepared.group), prepared, provider.batch_size, 0.0, distinct)
+        if batch is not None:
+            full.append(batch.items)
+    full += [batch.items for batch in batches.drain()]
+    return out + [(provider.render_batch(items), len(items)) for items in full]
 
 
 def format_request(request: HttpRequest, redactor: Redactor, auth_header: str | None) -> str:
@@ -86,8 +86,16 @@ def render_event(config: ServiceConfig, provider_name: str, raw: bytes) -> str:
     provider = compile_providers({provider_name: config.providers[provider_name]})[provider_name]
     events = _events(raw)
     redactor = Redactor(config_secrets(config))
-    auth_header = "Basic" if isinstance(provider.config.auth, BasicAuth) else None
+    auth = provider.config.auth
+    # The credentials are shown by their scheme only: no secret is printed and no token endpoint is called.
+    auth_header = auth_scheme(auth)
     requests = render_requests(provider, events)
+    if isinstance(auth, SigV4Auth):
+        # What the SigV4 signer changes besides the Authorization header: the query encoding and its headers.
+        added = [("X-Amz-Date", "<time of signing>")]
+        if auth.session_token is not None:
+            added.append(("X-Amz-Security-Token", MASK))
+        requests = [(replace(r, url=canonical_query_url(r.url), headers=(*r.headers, *added)), n) for r, n in requests]
     parts = []
     for i, (request, count) in enumerate(requests, 1):
         parts.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +13,9 @@ from consumer.retry import is_retryable_status
 from schemas.config import ResponseConfig
 
 EXCERPT = 200
+MIN_NATIONAL_DIGITS = 6
+"""Shortest provider number matched as the tail of a request's number (a number given without country code)."""
+_NOT_DIGITS = re.compile(r"\D")
 DISPATCH_CODES = frozenset({"dispatch_error", "auth_failed"})
 """Outcome codes that mean the message could not be dispatched at all (status `dispatch_error`, not `failed`)."""
 
@@ -65,41 +70,122 @@ def is_accepted(config: ResponseConfig, status: int) -> bool:
     return 200 <= status <= 299
 
 
-def map_response(config: ResponseConfig, status: int, body: bytes, count: int) -> list[RecordOutcome]:
-    """Outcomes of the `count` messages of a request whose answer was `status` with `body`."""
+def map_response(
+    config: ResponseConfig, status: int, body: bytes, count: int, recipients: Sequence[str] = ()
+) -> list[RecordOutcome]:
+    """Outcomes of the `count` messages of a request whose answer was `status` with `body`.
+
+    `recipients` are the messages' numbers in request order; records keyed by recipient are matched by them.
+    """
     if not is_accepted(config, status):
         code = (
             "provider_throttled"
             if status == 429
             else ("provider_error" if is_retryable_status(status) else "provider_refused")
         )
-        refused = RecordOutcome(False, None, code, f"provider answered HTTP {status}: {excerpt(body)}")
-        return [refused] * count
+        failure = RecordOutcome(False, None, code, f"provider answered HTTP {status}: {excerpt(body)}")
+        return [failure] * count
     doc: Any = None
-    if config.message_id is not None or config.records is not None:
+    if config.reads_body and body:
         try:
-            doc = orjson.loads(body) if body else None
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = None
-    shared_id: str | None = None
-    if config.message_id is not None and doc is not None:
-        try:
-            shared_id = _id(resolve_pointer(doc, config.message_id))
-        except LookupError:
-            shared_id = None
-    if config.records is None or doc is None:
-        return [RecordOutcome(True, shared_id)] * count
-    try:
-        records = resolve_pointer(doc, config.records)
-    except LookupError:
-        records = None
-    if not isinstance(records, list):
-        return [RecordOutcome(True, shared_id)] * count
+    if config.body_status is not None:
+        verdict = _lookup(doc, config.body_status)
+        if not _listed(verdict, config.body_accepted):
+            error = _lookup(doc, config.body_error)
+            detail = str(error)[:EXCERPT] if error is not None and not isinstance(error, dict | list) else None
+            message = f"the provider refused the request ({_show(verdict)}): {detail or excerpt(body)}"
+            return [RecordOutcome(False, None, "provider_refused", message)] * count
+    shared_id = _id(_lookup(doc, config.message_id))
+    numbers = [digits(r) for r in recipients] if len(recipients) == count else [""] * count
+    refused = _refused(doc, config.refused_recipients)
+    records = _lookup(doc, config.records) if config.records is not None else None
+    if isinstance(records, dict) and config.record_recipient is not None:
+        records = [records]  # one record on its own, not an object keyed by recipient
+    if not isinstance(records, list | dict):
+        return [_unlisted(numbers[i], refused, shared_id) for i in range(count)]
+    if isinstance(records, dict):
+        matched = _match(numbers, records.items())
+    elif config.record_recipient is not None:
+        pointer = config.record_recipient
+        matched = _match(numbers, ((_lookup(r, pointer), r) for r in records))
+    else:
+        # By position, over the messages the provider did not refuse outright.
+        matched = {}
+        position = 0
+        for i in range(count):
+            if numbers[i] and numbers[i] in refused:
+                continue
+            if position < len(records):
+                matched[i] = records[position]
+            position += 1
     outcomes = []
     for i in range(count):
-        record = records[i] if i < len(records) else None
-        outcomes.append(_record_outcome(config, record, shared_id))
+        if i not in matched and numbers[i] and numbers[i] in refused:
+            outcomes.append(_unlisted(numbers[i], refused, shared_id))
+        else:
+            outcomes.append(_record_outcome(config, matched.get(i), shared_id))
     return outcomes
+
+
+def digits(number: Any) -> str:
+    """A phone number reduced to its digits (`+91 98123` and 9198123 alike); empty for anything else."""
+    if isinstance(number, bool):
+        return ""
+    if isinstance(number, int):
+        return str(number) if number >= 0 else ""
+    if isinstance(number, str):
+        return _NOT_DIGITS.sub("", number)
+    return ""
+
+
+def _match(numbers: list[str], records: Iterable[tuple[Any, Any]]) -> dict[int, Any]:
+    """Assign records to messages by number: exactly, else a provider number without its country code that
+    ends exactly one of the request's numbers."""
+    positions: dict[str, list[int]] = {}
+    for i, number in enumerate(numbers):
+        if number:
+            positions.setdefault(number, []).append(i)
+    matched: dict[int, Any] = {}
+    for raw, record in records:
+        number = digits(raw)
+        if not number:
+            continue
+        free = [i for i in positions.get(number, ()) if i not in matched]
+        if not free and len(number) >= MIN_NATIONAL_DIGITS:
+            candidates = [i for i, n in enumerate(numbers) if n != number and n.endswith(number)]
+            free = candidates if len(candidates) == 1 and candidates[0] not in matched else []
+        if free:
+            matched[free[0]] = record
+    return matched
+
+
+def _refused(doc: Any, pointer: str | None) -> frozenset[str]:
+    listed = _lookup(doc, pointer)
+    if not isinstance(listed, list):
+        return frozenset()
+    return frozenset(filter(None, (digits(n) for n in listed)))
+
+
+def _unlisted(number: str, refused: frozenset[str], shared_id: str | None) -> RecordOutcome:
+    if number and number in refused:
+        return RecordOutcome(False, None, "provider_record_refused", "the provider refused the recipient")
+    return RecordOutcome(True, shared_id)
+
+
+def _listed(value: Any, accepted: Sequence[Any]) -> bool:
+    if value is None or isinstance(value, dict | list):
+        return False
+    # Exact JSON equality: 0 and "0" differ, and so do true and 1.
+    return any(type(value) is type(a) and value == a for a in accepted)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "no status"
+    return repr(value)[:EXCERPT]
 
 
 def _lookup(doc: Any, pointer: str | None) -> Any:
@@ -112,13 +198,17 @@ def _lookup(doc: Any, pointer: str | None) -> Any:
 
 
 def _record_outcome(config: ResponseConfig, record: Any, shared_id: str | None) -> RecordOutcome:
-    pid = _id(_lookup(record, config.record_message_id)) or shared_id
+    if record is None:
+        return RecordOutcome(False, shared_id, "provider_record_missing", "the provider's answer has no record for it")
+    if config.record_message_id is not None:
+        pid = _id(_lookup(record, config.record_message_id))
+    else:
+        pid = _id(record)  # a record that is a plain value is the id itself
+    pid = pid or shared_id
     if config.record_status is None:
         return RecordOutcome(True, pid)
-    if record is None:
-        return RecordOutcome(False, pid, "provider_record_missing", "the provider's answer has no record for it")
     status = _lookup(record, config.record_status)
-    if status in config.record_accepted:
+    if _listed(status, config.record_accepted):
         return RecordOutcome(True, pid)
     error = _lookup(record, config.record_error)
     detail = f": {str(error)[:EXCERPT]}" if error is not None else ""

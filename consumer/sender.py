@@ -13,7 +13,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from consumer.auth import Signer
+from consumer.auth import AuthError, RefreshableSigner, Signer
 from consumer.limits import BreakerState, CircuitBreaker, TokenBucket
 from consumer.metrics import Metrics
 from consumer.responses import RecordOutcome, excerpt, is_accepted, map_response
@@ -115,6 +115,7 @@ class ProviderSender:
         self._config = provider.config
         self._transport = transport
         self._signer = signer
+        self._refreshable = signer if isinstance(signer, RefreshableSigner) else None
         self._policy = RetryPolicy.from_config(provider.config.retry)
         self._slots = asyncio.Semaphore(provider.config.concurrency)
         self._sleep = sleep
@@ -136,6 +137,10 @@ class ProviderSender:
                 await self._sleep(wait)
                 continue
             break
+        await self._throttle(count)
+
+    async def _throttle(self, count: int) -> None:
+        """Wait for the rate limits to allow one more request carrying `count` messages."""
         now = self._clock()
         delay = 0.0
         if self._request_bucket is not None:
@@ -169,19 +174,20 @@ class ProviderSender:
         would start after it is not made, and the result says `expired`.
         """
         attempt = 0
+        sent = 0  # HTTP requests made; a retry with refreshed credentials is one more, not a retry of the policy
         status: int | None = None
         while True:
             attempt += 1
             await self._gate(count)
             if deadline is not None and self._clock() >= deadline:
                 expired = RecordOutcome(False, None, "expired", "expired before the provider could take it")
-                return SendResult([expired] * count, attempt - 1, status)
+                return SendResult([expired] * count, sent, status)
             try:
-                result = await self._attempt(request, count, attempt)
+                result = await self._attempt(request, count, sent)
             except BaseException:
                 self._record(None)
                 raise
-            outcome, status, retry_after, verdict = result
+            outcome, status, retry_after, verdict, sent = result
             self._record(verdict)
             if isinstance(outcome, SendResult):
                 return outcome
@@ -191,41 +197,66 @@ class ProviderSender:
                 self._pause_until = max(self._pause_until, self._clock() + pause)
             delay = self._policy.delay(attempt, retry_after, self._rng)
             if delay is None:
-                message = f"gave up after {attempt} attempt(s); last: {failure.message}"
-                return SendResult([RecordOutcome(False, None, failure.code, message)] * count, attempt, status)
+                message = f"gave up after {sent} attempt(s); last: {failure.message}"
+                return SendResult([RecordOutcome(False, None, failure.code, message)] * count, sent, status)
             self._retries.inc()
             await self._sleep(delay)
 
     async def _attempt(
-        self, request: HttpRequest, count: int, attempt: int
-    ) -> tuple[SendResult | RecordOutcome, int | None, float | None, bool | None]:
-        """One HTTP attempt: a final result, or a retryable failure; with the HTTP status, Retry-After and the
-        breaker verdict (True: the provider answered sanely; False: it failed; None: no verdict)."""
+        self, request: HttpRequest, count: int, sent: int
+    ) -> tuple[SendResult | RecordOutcome, int | None, float | None, bool | None, int]:
+        """One attempt: a final result, or a retryable failure; with the HTTP status, Retry-After, the breaker
+        verdict (True: the provider answered sanely; False: it failed; None: no verdict) and the number of HTTP
+        requests made so far (`sent` before it)."""
         async with self._slots:
-            signed = await self._signer.sign(request)
-            started = time.perf_counter()
-            try:
-                response = await self._transport.send(signed, self._config.timeout_s)
-            except TimeoutError:
-                failure = RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
-                self._responses.labels(self.provider.name, "timeout").inc()
-                return failure, None, None, False
-            except (aiohttp.ClientError, OSError) as exc:
-                failure = RecordOutcome(False, None, "connection_error", _describe(exc))
-                self._responses.labels(self.provider.name, "connection_error").inc()
-                return failure, None, None, False
-            finally:
-                self._latency.observe(time.perf_counter() - started)
+            refreshable = self._refreshable
+            while True:
+                try:
+                    signed = await self._signer.sign(request)
+                except AuthError as exc:
+                    # Final for this request: the signer knows when credentials may be had again.
+                    failure = RecordOutcome(False, None, exc.code, exc.message)
+                    return SendResult([failure] * count, sent, None), None, None, None, sent
+                sent += 1
+                response = await self._exchange(signed)
+                if not (
+                    isinstance(response, HttpResponse)
+                    and response.status == 401
+                    and refreshable is not None
+                    and refreshable.invalidate(signed)
+                ):
+                    break
+                # The provider refused the credentials (e.g. a revoked token): sign again with fresh ones and
+                # try once more, outside the retry policy.
+                refreshable = None
+                await self._throttle(count)
+        if isinstance(response, RecordOutcome):
+            return response, None, None, False, sent
         status = response.status
-        self._responses.labels(self.provider.name, str(status)).inc()
         if is_accepted(self._config.response, status) or not is_retryable_status(status):
-            outcomes = map_response(self._config.response, status, response.body, count)
-            return SendResult(outcomes, attempt, status), status, None, True
+            outcomes = map_response(self._config.response, status, response.body, count, request.recipients)
+            return SendResult(outcomes, sent, status), status, None, True, sent
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         code = "provider_throttled" if status == 429 else "provider_error"
         failure = RecordOutcome(False, None, code, f"provider answered HTTP {status}: {excerpt(response.body)}")
         # 429 says the provider is healthy but busy: it pauses sending, it does not open the breaker.
-        return failure, status, retry_after, status == 429
+        return failure, status, retry_after, status == 429, sent
+
+    async def _exchange(self, signed: HttpRequest) -> HttpResponse | RecordOutcome:
+        """One HTTP request: the provider's answer, or the failure (timeout, connection error)."""
+        started = time.perf_counter()
+        try:
+            response = await self._transport.send(signed, self._config.timeout_s)
+        except TimeoutError:
+            self._responses.labels(self.provider.name, "timeout").inc()
+            return RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
+        except (aiohttp.ClientError, OSError) as exc:
+            self._responses.labels(self.provider.name, "connection_error").inc()
+            return RecordOutcome(False, None, "connection_error", _describe(exc))
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        self._responses.labels(self.provider.name, str(response.status)).inc()
+        return response
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,9 +5,10 @@ parameters in which `$$Name` placeholders stand. Compilation checks the placehol
 small render functions; rendering escapes every value for where it lands (JSON encoding, form/URL encoding,
 header values without line breaks).
 
-Batching (JSON only): the array under the batch key holds one item template; the rest of the payload, the
-URL, query and headers form the *global part*. Messages share a request only if their global values are
-equal, which the accumulator enforces through `Prepared.group`.
+Batching: the template says where each message's part stands (see `schemas.config.BatchConfig`): a record in
+an array (under a key, or the whole body), the recipient joined into one field, the recipient in an array, or
+an entry keyed by recipient. Everything else is the *global part*: messages share a request only if their
+global values are equal, which the accumulator enforces through `Prepared.group`.
 """
 
 from __future__ import annotations
@@ -35,35 +36,45 @@ Render = Callable[[Values], Any]
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """A fully rendered HTTP request, ready to send."""
+    """A fully rendered HTTP request, ready to send.
+
+    `recipients` are the E.164 numbers of the messages it carries, in order (the answer may be matched by them).
+    """
 
     method: str
     url: str
     headers: tuple[tuple[str, str], ...]
     body: bytes | None
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The rendered global part of a request: everything but the batch records."""
+    """The rendered global part of a batch request: everything but the messages.
+
+    For batch mode `joined` the whole request is rendered again with the recipients joined, from `values`.
+    """
 
     url: str
     headers: tuple[tuple[str, str], ...]
     payload: Any
+    values: Values | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A message checked and rendered as far as it can be on its own.
 
-    `group` is equal for messages that may share one request; `item` is the rendered batch record (batching
-    providers) and `request` the whole request (one request per message).
+    `group` is equal for messages that may share one request; `item` is the message's part of a batch request
+    (a record, a recipient, or a recipient and its entry) and `request` the whole request when every message
+    is its own request. `recipient` is the message's E.164 number.
     """
 
     group: bytes
     head: Head | None
     item: Any
     request: HttpRequest | None
+    recipient: str = ""
 
 
 def message_values(request: SendRequest) -> dict[str, Any]:
@@ -220,22 +231,56 @@ class _Pairs:
         return out
 
 
+def _occurrences(node: Any, name: str) -> int:
+    """How many times `$$name` stands in a template node."""
+    if isinstance(node, str):
+        return _names_in(node).count(name)
+    if isinstance(node, dict):
+        return sum(_occurrences(v, name) for v in node.values())
+    if isinstance(node, list):
+        return sum(_occurrences(v, name) for v in node)
+    return 0
+
+
+def _json_content(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return _content_headers(headers, "application/json; charset=utf-8")
+
+
+def _content_headers(headers: tuple[tuple[str, str], ...], content_type: str) -> tuple[tuple[str, str], ...]:
+    if any(k.lower() == "content-type" for k, _ in headers):
+        return headers
+    return (*headers, ("Content-Type", content_type))
+
+
 class CompiledProvider:
-    """A provider's request template, checked and compiled; renders messages into HTTP requests."""
+    """A provider's request template, checked and compiled; renders messages into HTTP requests.
+
+    `batching` says whether messages share requests; `mode` is the batch shape (`records`, `joined`,
+    `recipients`, `keyed`) and `distinct_recipients` whether a request may hold each number only once.
+    """
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
         problems: list[str] = []
         where = f"providers.{name}"
+        batch = config.batch
 
-        self.batch_key = config.batch.key if config.batch else None
-        self.batch_size = config.batch.size if config.batch else 1
+        self.mode: str | None = batch.mode if batch else None
+        self.batching = batch is not None
+        self.batch_key = batch.key if batch else None
+        self.batch_size = batch.size if batch else 1
+        self.separator = batch.join_with if batch else ","
+        self.distinct_recipients = self.mode in {"joined", "recipients", "keyed"} or (
+            config.response.record_recipient is not None
+        )
+        self._digits = config.recipient_format == "digits"
 
         self._url = _compile_text(config.url, escape=lambda s: quote(s, safe=""))
         self._query = _Pairs(config.query)
         self._headers = _Pairs(config.headers)
         self._form = _Pairs(config.payload) if config.format == "form" else None
+        self._order: tuple[str, ...] = tuple(config.payload) if isinstance(config.payload, dict) else ()
 
         global_names: set[str] = set(_names_in(config.url))
         global_names |= set().union(*(_placeholders(v) for v in config.query.values()), set())
@@ -244,27 +289,21 @@ class CompiledProvider:
 
         self._payload: Render | None = None
         self._item: Render | None = None
-        if config.format == "json":
-            payload = config.payload
-            if self.batch_key is not None:
-                records = payload.get(self.batch_key) if isinstance(payload, dict) else None
-                if not (isinstance(records, list) and len(records) == 1 and isinstance(records[0], dict)):
-                    problems.append(
-                        f"{where}.payload.{self.batch_key}: the batch key must hold an array with exactly one "
-                        "object, the template of a record"
-                    )
-                    records = [{}]
-                item_template = records[0]
-                global_template = {k: v for k, v in payload.items() if k != self.batch_key}
-                self._item = _compile_json(item_template, f"{where}.payload.{self.batch_key}[0]", problems)
+        if config.format == "json" and self.mode in {"records", "recipients", "keyed"}:
+            global_template, item_names = self._compile_batch_json(config.payload, where, problems)
+            if global_template is not None:
                 self._payload = _compile_json(global_template, f"{where}.payload", problems)
-                item_names = _placeholders(item_template)
                 global_names |= _placeholders(global_template)
-            else:
-                self._payload = _compile_json(payload, f"{where}.payload", problems)
-                global_names |= _placeholders(payload)
+        elif config.format == "json":
+            self._payload = _compile_json(config.payload, f"{where}.payload", problems)
+            global_names |= _placeholders(config.payload)
         elif config.format == "form":
             global_names |= set().union(*(_placeholders(v) for v in config.payload.values()), set())
+
+        if self.mode == "joined":
+            self._check_joined(where, problems)
+            global_names.discard("To")
+            item_names = {"To"}
 
         used = global_names | item_names
         self.used_names = frozenset(used)
@@ -273,18 +312,86 @@ class CompiledProvider:
             problems.append(f"{where}: the template must use $$To")
         if not used & {"Body", "TemplateID"}:
             problems.append(f"{where}: the template must use $$Body or $$TemplateID")
-        if self.batch_key is not None:
+        if self.mode == "joined" and "MessageID" in used:
+            problems.append(f"{where}: with batch mode joined, $$MessageID cannot be used: a request carries many")
+        elif self.batching:
             misplaced = sorted(global_names & PER_MESSAGE_NAMES)
             if misplaced:
-                problems.append(
-                    f"{where}: with batching, "
-                    + ", ".join(f"$${n}" for n in misplaced)
-                    + f" must stand inside the record template under {self.batch_key!r}"
+                inside = (
+                    f"inside the record template under {self.batch_key!r}"
+                    if self.mode == "records" and self.batch_key is not None
+                    else "inside the record template"
+                    if self.mode == "records"
+                    else f"only under {self.batch_key!r}"
                 )
-        self._group_names = tuple(sorted(global_names)) if self.batch_key is not None else ()
+                problems.append(
+                    f"{where}: with batching, " + ", ".join(f"$${n}" for n in misplaced) + f" must stand {inside}"
+                )
+        self._group_names = tuple(sorted(global_names)) if self.batching else ()
         self._heads: dict[bytes, Head] = {}
         if problems:
             raise ConfigError(f"provider {name!r}", problems)
+
+    def _compile_batch_json(self, payload: Any, where: str, problems: list[str]) -> tuple[Any, set[str]]:
+        """Split a JSON batch payload into its global part and its per-message part (modes records, recipients,
+        keyed); returns the global template (None: the records are the whole body) and the per-message names."""
+        key = self.batch_key
+        if key is None:  # records as the whole body
+            if not (isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict)):
+                problems.append(
+                    f"{where}.payload: with batch mode records and no key, the payload must be an array with exactly "
+                    "one object, the template of a record"
+                )
+                return None, set()
+            self._item = _compile_json(payload[0], f"{where}.payload[0]", problems)
+            return None, _placeholders(payload[0])
+        if not isinstance(payload, dict):
+            problems.append(f"{where}.payload: with batch mode {self.mode} the payload must be an object")
+            return None, set()
+        container = payload.get(key)
+        global_template = {k: v for k, v in payload.items() if k != key}
+        if self.mode == "records":
+            if not (isinstance(container, list) and len(container) == 1 and isinstance(container[0], dict)):
+                problems.append(
+                    f"{where}.payload.{key}: the batch key must hold an array with exactly one object, the template "
+                    "of a record"
+                )
+                return global_template, set()
+            self._item = _compile_json(container[0], f"{where}.payload.{key}[0]", problems)
+            return global_template, _placeholders(container[0])
+        if self.mode == "recipients":
+            if container != ["$$To"]:
+                problems.append(f"{where}.payload.{key}: with batch mode recipients the key must hold [$$To]")
+            return global_template, {"To"}
+        # keyed: an object with a single entry whose key is $$To; its value is the per-recipient template.
+        if not (isinstance(container, dict) and list(container) == ["$$To"]):
+            problems.append(
+                f"{where}.payload.{key}: with batch mode keyed the key must hold an object with the single key $$To"
+            )
+            return global_template, {"To"}
+        entry = container["$$To"]
+        self._item = _compile_json(entry, f"{where}.payload.{key}.$$To", problems)
+        return global_template, {"To"} | _placeholders(entry)
+
+    def _check_joined(self, where: str, problems: list[str]) -> None:
+        """Mode joined: `key` names a form field, query parameter or top-level JSON key that is exactly $$To,
+        and $$To stands nowhere else."""
+        config, key = self.config, self.batch_key
+        assert key is not None
+        payload = config.payload
+        if config.format is not None and isinstance(payload, dict) and key in payload:
+            place, value = "payload", payload[key]
+        elif key in config.query:
+            place, value = "query", config.query[key]
+        else:
+            problems.append(f"{where}.batch.key: {key!r} is not a form field, query parameter or top-level JSON key")
+            return
+        if value != "$$To":
+            problems.append(f"{where}.{place}.{key}: with batch mode joined the value must be exactly $$To")
+        count = _occurrences(config.url, "To") + _occurrences(config.query, "To")
+        count += _occurrences(config.headers, "To") + _occurrences(payload, "To")
+        if count > 1:
+            problems.append(f"{where}: with batch mode joined, $$To may stand only in {key!r}")
 
     # -- per message -----------------------------------------------------------------------------------------
 
@@ -309,8 +416,11 @@ class CompiledProvider:
     def prepare(self, values: Values) -> Prepared:
         """Check a message and render what belongs to it alone."""
         self.check(values)
-        if self.batch_key is None:
-            return Prepared(group=b"", head=None, item=None, request=self.render_single(values))
+        recipient: str = values["To"]
+        if self._digits:
+            values = {**values, "To": recipient.removeprefix("+")}
+        if not self.batching:
+            return Prepared(b"", None, None, self.render_single(values, (recipient,)), recipient)
         group = dumps([values[n] for n in self._group_names]) if self._group_names else b""
         head = self._heads.get(group)
         if head is None:
@@ -318,15 +428,26 @@ class CompiledProvider:
             if len(self._heads) >= 4096:
                 self._heads.clear()
             self._heads[group] = head
-        assert self._item is not None
-        item = self._item(values)
-        dumps(item)  # an item that cannot be encoded is refused now, not when its whole batch is sent
-        return Prepared(group=group, head=head, item=item, request=None)
+        item: Any
+        if self.mode == "records" or self.mode == "keyed":
+            assert self._item is not None
+            entry = self._item(values)
+            dumps(entry)  # a record that cannot be encoded is refused now, not when its whole batch is sent
+            item = entry if self.mode == "records" else (values["To"], entry)
+        else:
+            item = values["To"]
+        return Prepared(group, head, item, None, recipient)
 
     def _render_head(self, values: Values) -> Head:
+        if self.mode == "joined":
+            # Rendered whole once, with this message's own number, so a bad global value is refused now.
+            self.render_single(values)
+            return Head(url="", headers=(), payload=None, values=values)
         url = self._render_url(values)
         headers = tuple((k, _header_value(v)) for k, v in self._headers.render(values))
         payload = self._payload(values) if self._payload is not None else None
+        if payload is not None:
+            dumps(payload)
         return Head(url=url, headers=headers, payload=payload)
 
     def _render_url(self, values: Values) -> str:
@@ -336,34 +457,41 @@ class CompiledProvider:
             url += ("&" if "?" in url else "?") + urlencode(query)
         return url
 
-    def _content_headers(self, headers: tuple[tuple[str, str], ...], content_type: str) -> tuple[tuple[str, str], ...]:
-        if any(k.lower() == "content-type" for k, _ in headers):
-            return headers
-        return (*headers, ("Content-Type", content_type))
-
-    def render_single(self, values: Values) -> HttpRequest:
-        """Render the request of one message (providers without batching)."""
+    def render_single(self, values: Values, recipients: tuple[str, ...] = ()) -> HttpRequest:
+        """Render the whole request from one set of values (one message, or a joined batch)."""
         url = self._render_url(values)
         headers = tuple((k, _header_value(v)) for k, v in self._headers.render(values))
         body: bytes | None = None
         if self._form is not None:
             body = urlencode(self._form.render(values)).encode()
-            headers = self._content_headers(headers, "application/x-www-form-urlencoded; charset=utf-8")
+            headers = _content_headers(headers, "application/x-www-form-urlencoded; charset=utf-8")
         elif self._payload is not None:
             body = dumps(self._payload(values))
-            headers = self._content_headers(headers, "application/json; charset=utf-8")
-        return HttpRequest(method=self.config.method, url=url, headers=headers, body=body)
+            headers = _json_content(headers)
+        return HttpRequest(self.config.method, url, headers, body, recipients)
 
-    def render_batch(self, head: Head, items: Sequence[Any]) -> HttpRequest:
-        """Render one request holding several records that share `head` (batching providers)."""
-        assert self.batch_key is not None
-        payload = dict(head.payload) if isinstance(head.payload, dict) else {}
-        payload[self.batch_key] = list(items)
-        # Keep the batch key where the template placed it.
-        order = [k for k in self.config.payload if k in payload]
-        body = dumps({k: payload[k] for k in order})
-        headers = self._content_headers(head.headers, "application/json; charset=utf-8")
-        return HttpRequest(method=self.config.method, url=head.url, headers=headers, body=body)
+    def render_batch(self, prepared: Sequence[Prepared]) -> HttpRequest:
+        """Render one request carrying the prepared messages, which share their group (batching providers)."""
+        head = prepared[0].head
+        assert head is not None and self.batching
+        recipients = tuple(p.recipient for p in prepared)
+        if self.mode == "joined":
+            assert head.values is not None
+            values = {**head.values, "To": self.separator.join(p.item for p in prepared)}
+            return self.render_single(values, recipients)
+        container: Any
+        if self.mode == "keyed":
+            container = {p.item[0]: p.item[1] for p in prepared}
+        else:
+            container = [p.item for p in prepared]
+        if self.batch_key is None:
+            body = dumps(container)
+        else:
+            payload = dict(head.payload) if isinstance(head.payload, dict) else {}
+            payload[self.batch_key] = container
+            # Keep the batch key where the template placed it.
+            body = dumps({k: payload[k] for k in self._order if k in payload})
+        return HttpRequest(self.config.method, head.url, _json_content(head.headers), body, recipients)
 
 
 def compile_providers(providers: Mapping[str, ProviderConfig]) -> dict[str, CompiledProvider]:

@@ -7,6 +7,8 @@ Every option, its default and its environment variable is listed in the generate
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -25,22 +27,224 @@ class NoAuth(_Strict):
     type: Literal["none"] = "none"
 
 
+def _read_secret_files(data: Any, names: tuple[str, ...]) -> Any:
+    """Fill each secret `name` from the file named by `name_file`, read at configuration load.
+
+    A trailing line break is dropped (secret files written by `echo` or mounted by orchestrators end with one).
+    Errors name the option and the path, never the content.
+    """
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name in names:
+        option = f"{name}_file"
+        path = out.get(option)
+        if not isinstance(path, str):
+            continue
+        if out.get(name) is not None:
+            raise ValueError(f"give `{name}` or `{option}`, not both")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{option}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{option}: cannot read {path}: not UTF-8 text") from None
+        value = text.rstrip("\r\n")
+        if not value:
+            raise ValueError(f"{option}: {path} is empty")
+        out[name] = value
+    return out
+
+
+def _secret_alternatives(*names: str) -> Callable[[dict[str, Any]], None]:
+    """JSON Schema: each secret is required unless its `*_file` alternative is given."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        required = [r for r in schema.get("required", []) if r not in names]
+        if required:
+            schema["required"] = required
+        else:
+            schema.pop("required", None)
+        schema["allOf"] = [{"anyOf": [{"required": [n]}, {"required": [f"{n}_file"]}]} for n in names]
+
+    return edit
+
+
+def _check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
 class BasicAuth(_Strict):
     """HTTP Basic authentication."""
 
-    type: Literal["basic"]
-    username: str = Field(min_length=1)
-    password: SecretStr
+    model_config = ConfigDict(json_schema_extra=_secret_alternatives("password"))
+
+    type: Literal["basic"] = Field(description="`basic`.")
+    username: str = Field(min_length=1, description="User name.")
+    password: SecretStr = Field(description="Password; or give `password_file`.")
+    password_file: str | None = Field(
+        default=None, description="File holding the password, read at start-up (a trailing line break is dropped)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("password",))
 
 
-Auth = Annotated[NoAuth | BasicAuth, Field(discriminator="type")]
+class OAuth2Auth(_Strict):
+    """OAuth 2.0 client credentials (RFC 6749 section 4.4): a bearer token from `token_url`, cached and renewed.
+
+    One token per provider is shared by all its senders; it is refreshed before it expires and once when the
+    provider answers 401.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_secret_alternatives("client_secret"))
+
+    type: Literal["oauth2"] = Field(description="`oauth2`.")
+    token_url: str = Field(description="Token endpoint; http or https.")
+    client_id: str = Field(min_length=1, description="Client id.")
+    client_secret: SecretStr = Field(description="Client secret; or give `client_secret_file`.")
+    client_secret_file: str | None = Field(
+        default=None,
+        description="File holding the client secret, read at start-up (a trailing line break is dropped).",
+    )
+    scope: str | None = Field(default=None, description="Space-separated scopes to request; none = the default.")
+    extra_params: dict[str, str] = Field(
+        default_factory=dict,
+        description="More form fields for the token request, e.g. `audience` or `resource`.",
+    )
+    client_auth: Literal["basic", "body"] = Field(
+        default="basic",
+        description="How the client authenticates to the token endpoint: `basic` (HTTP Basic header, RFC 6749 "
+        "form-encoded id and secret) or `body` (`client_id` and `client_secret` form fields).",
+    )
+    refresh_before_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A token is refreshed when this many seconds of its lifetime remain, or "
+        "`refresh_before_ratio` of it, whichever comes later.",
+    )
+    refresh_before_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of a token's lifetime left when it is refreshed (see above)."
+    )
+    default_expires_in_s: float = Field(
+        default=3600.0, gt=0, description="Lifetime assumed when the token endpoint gives no `expires_in`."
+    )
+    retry_interval_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="After the token endpoint refused the credentials (4xx, or no `access_token`), wait this long "
+        "before asking again; messages due meanwhile end `dispatch_error` / `auth_failed`.",
+    )
+    transient_retry_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After the token endpoint timed out, could not be reached or answered 5xx/408/429, wait this "
+        "long before asking again.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one token request, in seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("client_secret",))
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+
+class SigV4Auth(_Strict):
+    """AWS Signature Version 4 (End User Messaging SMS, Pinpoint); needs the `aws` extra (botocore).
+
+    Every request is signed as it is sent: method, URL with query, headers and body.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_secret_alternatives("secret_access_key"))
+
+    type: Literal["sigv4"] = Field(description="`sigv4`.")
+    access_key_id: str = Field(min_length=1, description="AWS access key id.")
+    secret_access_key: SecretStr = Field(description="AWS secret access key; or give `secret_access_key_file`.")
+    secret_access_key_file: str | None = Field(
+        default=None,
+        description="File holding the secret access key, read at start-up (a trailing line break is dropped).",
+    )
+    session_token: SecretStr | None = Field(
+        default=None, description="Session token of temporary credentials; or give `session_token_file`."
+    )
+    session_token_file: str | None = Field(
+        default=None, description="File holding the session token, read at start-up."
+    )
+    region: str = Field(min_length=1, description="AWS region, e.g. `eu-west-1`.")
+    service: str = Field(
+        min_length=1,
+        description="Signing name of the service: `sms-voice` (End User Messaging SMS), `mobiletargeting` (Pinpoint).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("secret_access_key", "session_token"))
+
+
+Auth = Annotated[NoAuth | BasicAuth | OAuth2Auth | SigV4Auth, Field(discriminator="type")]
+AUTH_MODELS: tuple[type[BaseModel], ...] = (NoAuth, BasicAuth, OAuth2Auth, SigV4Auth)
+
+
+BatchMode = Literal["records", "joined", "recipients", "keyed"]
+DEFAULT_SEPARATOR = ","
 
 
 class BatchConfig(_Strict):
-    """JSON batching: the array under `key` in the payload holds one item per message."""
+    """Batching: several messages in one request, in one of four shapes chosen by `mode`.
 
-    key: str = Field(min_length=1, description="Top-level key of the JSON payload that holds the records.")
-    size: int = Field(ge=1, le=MAX_BATCH_SIZE, description="Records per request (1..1000).")
+    `records`: an array holding one record per message, under `key` or (without `key`) as the whole JSON body.
+    `joined`: one shared body, the recipients joined with `separator` into the form field, query parameter or
+    JSON key named `key`, whose value is exactly `$$To`. `recipients`: one shared body, the recipients as an
+    array under `key` (template `[$$To]`). `keyed`: an object under `key` with one entry per recipient
+    (template `{$$To: {...}}`). In the last three, messages share a request only if everything but the
+    recipient renders the same, body included, and a request never holds the same recipient twice.
+    """
+
+    mode: BatchMode = Field(
+        default="records", description="Shape of a batch: `records`, `joined`, `recipients` or `keyed`."
+    )
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Where the messages go: the top-level JSON key (or, for `joined`, form field or query "
+        "parameter); required except for `records` as the whole body.",
+    )
+    separator: str | None = Field(
+        default=None,
+        description=f"`joined` only: what joins the recipients; default `{DEFAULT_SEPARATOR}`. No digit or `+`, "
+        "so it can never occur inside an E.164 number.",
+    )
+    size: int = Field(ge=1, le=MAX_BATCH_SIZE, description="Messages per request (1..1000).")
+
+    @field_validator("separator")
+    @classmethod
+    def _separator(cls, value: str | None) -> str | None:
+        if value is not None and (not 1 <= len(value) <= 8 or any(ch.isdigit() or ch in "+\r\n" for ch in value)):
+            raise ValueError("1 to 8 characters, none of them a digit, '+' or a line break")
+        return value
+
+    @model_validator(mode="after")
+    def _mode(self) -> BatchConfig:
+        if self.key is None and self.mode != "records":
+            raise ValueError(f"mode {self.mode} needs `key`")
+        if self.separator is not None and self.mode != "joined":
+            raise ValueError("`separator` applies to mode joined only")
+        return self
+
+    @property
+    def join_with(self) -> str:
+        """The separator of mode `joined`."""
+        return self.separator or DEFAULT_SEPARATOR
 
 
 class ResponseConfig(_Strict):
@@ -51,15 +255,39 @@ class ResponseConfig(_Strict):
     )
     message_id: str | None = Field(
         default=None,
-        description="JSON pointer to the provider message id in a single-message answer, e.g. `/id`.",
+        description="JSON pointer to the provider message id of the answer, e.g. `/id`; in a batch answer, the "
+        "id of the whole request, given to every message that has no id of its own.",
+    )
+    body_status: str | None = Field(
+        default=None,
+        description="JSON pointer to a request-level status inside an accepted answer; with `body_accepted`, an "
+        "answer whose status is not listed (or missing) fails all its messages (`provider_refused`).",
+    )
+    body_accepted: list[str | int | bool] = Field(
+        default_factory=list, description="Values of `body_status` that mean the request was accepted."
+    )
+    body_error: str | None = Field(
+        default=None, description="JSON pointer to the error text of a refused answer (`body_status`)."
     )
     records: str | None = Field(
         default=None,
-        description="JSON pointer to the per-record array of a batch answer (`` = the whole body), "
-        "matched to the messages by position.",
+        description="JSON pointer to the per-record results of a batch answer (`` = the whole body): an array "
+        "matched by position (or by `record_recipient`), or an object keyed by recipient.",
+    )
+    record_recipient: str | None = Field(
+        default=None,
+        description="JSON pointer to the recipient inside each record: records are then matched by number "
+        "(digits only, so `+91…`, `91…` and 91… all match).",
     )
     record_message_id: str | None = Field(
-        default=None, description="JSON pointer to the provider message id inside each record, e.g. `/id`."
+        default=None,
+        description="JSON pointer to the provider message id inside each record, e.g. `/id`; without it a "
+        "record that is a plain string or number is the id itself.",
+    )
+    refused_recipients: str | None = Field(
+        default=None,
+        description="JSON pointer to a list of recipients the provider refused in an accepted answer; they "
+        "fail, and position matching of `records` skips them.",
     )
     record_status: str | None = Field(
         default=None,
@@ -71,7 +299,17 @@ class ResponseConfig(_Strict):
     )
     record_error: str | None = Field(default=None, description="JSON pointer to a failed record's error text.")
 
-    @field_validator("message_id", "records", "record_message_id", "record_status", "record_error")
+    @field_validator(
+        "message_id",
+        "body_status",
+        "body_error",
+        "records",
+        "record_recipient",
+        "record_message_id",
+        "record_status",
+        "record_error",
+        "refused_recipients",
+    )
     @classmethod
     def _pointer(cls, value: str | None) -> str | None:
         if value is not None and value != "" and not value.startswith("/"):
@@ -84,7 +322,16 @@ class ResponseConfig(_Strict):
             raise ValueError("`record_status` and `record_accepted` go together")
         if self.record_status is not None and self.records is None:
             raise ValueError("`record_status` needs `records`")
+        if (self.body_status is None) != (not self.body_accepted):
+            raise ValueError("`body_status` and `body_accepted` go together")
+        if self.record_recipient is not None and self.records is None:
+            raise ValueError("`record_recipient` needs `records`")
         return self
+
+    @property
+    def reads_body(self) -> bool:
+        """Whether mapping an answer needs its JSON body."""
+        return any(p is not None for p in (self.message_id, self.body_status, self.records, self.refused_recipients))
 
 
 class RetryConfig(_Strict):
@@ -123,18 +370,31 @@ class ProviderConfig(_Strict):
     """
 
     method: Literal["GET", "POST"] = Field(default="POST", description="HTTP method.")
+    preset: str | None = Field(
+        default=None,
+        description="Name of a shipped preset (`consumer/presets/<name>.yaml`) merged under the values given "
+        "here: objects merge key by key, anything else replaces, `null` removes, `auth` replaces as a whole.",
+    )
     url: str = Field(description="Endpoint; http or https; placeholders allowed in path and query.")
-    auth: Auth = Field(default_factory=NoAuth, description="`{type: none}` or `{type: basic, username, password}`.")
+    auth: Auth = Field(
+        default_factory=NoAuth,
+        description="Authentication, by `type`: `none`, `basic`, `oauth2` or `sigv4` (see the sections below).",
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers.")
     query: dict[str, str] = Field(default_factory=dict, description="Query parameters (key-value pairs).")
     format: Literal["form", "json"] | None = Field(
         default=None, description="POST body encoding: key-value `form` or a `json` payload structure."
     )
+    recipient_format: Literal["e164", "digits"] = Field(
+        default="e164",
+        description="How `$$To` renders: `e164` (+919812345678) or `digits` (919812345678, for providers that "
+        "want international numbers without `+`).",
+    )
     payload: Any = Field(
         default=None,
         description="For `form`: an object of key-value pairs. For `json`: the whole JSON payload structure.",
     )
-    batch: BatchConfig | None = Field(default=None, description="JSON batching; none = one request per message.")
+    batch: BatchConfig | None = Field(default=None, description="Batching; none = one request per message.")
     response: ResponseConfig = Field(default_factory=ResponseConfig, description="How answers map to outcomes.")
     concurrency: int = Field(default=16, ge=1, le=4096, description="Requests in flight at once.")
     timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one HTTP attempt, in seconds.")
@@ -159,11 +419,12 @@ class ProviderConfig(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> ProviderConfig:
+        joined = self.batch is not None and self.batch.mode == "joined"
         if self.method == "GET":
             if self.format is not None or self.payload is not None:
                 raise ValueError("a GET provider takes `query`, not `format`/`payload`")
-            if self.batch is not None:
-                raise ValueError("batching needs a POST JSON payload")
+            if self.batch is not None and not joined:
+                raise ValueError("a GET provider batches only with mode joined (recipients in a query parameter)")
         elif self.format is None:
             raise ValueError("a POST provider needs `format`: form or json")
         elif self.payload is None:
@@ -173,8 +434,8 @@ class ProviderConfig(_Strict):
                 isinstance(v, str | int | float | bool) for v in self.payload.values()
             ):
                 raise ValueError("a form payload is an object of key-value pairs with scalar values")
-            if self.batch is not None:
-                raise ValueError("batching needs a JSON payload")
+            if self.batch is not None and not joined:
+                raise ValueError("a form provider batches only with mode joined (recipients in a form field)")
         return self
 
 

@@ -77,6 +77,15 @@ class Status(StrEnum):
     """The message expired before it could be sent; it was not sent."""
 
 
+class Encoding(StrEnum):
+    """How the message body travels over the air."""
+
+    GSM_7 = "GSM-7"
+    """The GSM 03.38 alphabet: 160 characters in one SMS, 153 per part of a longer one."""
+    UCS_2 = "UCS-2"
+    """Any other text: 70 UTF-16 code units in one SMS, 67 per part."""
+
+
 class Reason(BaseModel):
     """Why a message ended as it did: a stable code for machines and a message for people."""
 
@@ -111,6 +120,15 @@ class DeliveryStatus(BaseModel):
     http_status: int | None = Field(default=None, description="HTTP status of the provider's last answer.")
     provider_message_id: str | None = Field(default=None, description="Id the provider gave the message.")
     attempts: int = Field(default=0, ge=0, description="HTTP attempts made for this message.")
+    encoding: Encoding | None = Field(
+        default=None, description="Encoding the body needs; null when the message has no body (template only)."
+    )
+    segments: int | None = Field(
+        default=None,
+        ge=1,
+        description="SMS parts the body takes (GSM-7: 160, or 153 per part, extension characters counting two; "
+        "UCS-2: 70, or 67 per part, in UTF-16 code units); null when the message has no body.",
+    )
     batch_id: str | None = Field(default=None, description="Id of the provider request batch it was sent in.")
     batch_size: int | None = Field(default=None, ge=1, description="Number of messages in that batch.")
     created_at: datetime | None = Field(default=None, description="When the send-request was created.")

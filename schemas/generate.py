@@ -13,9 +13,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.config import (
+    BasicAuth,
     BatchConfig,
     BreakerConfig,
     KafkaSettings,
+    OAuth2Auth,
     ObservabilitySettings,
     PipelineSettings,
     ProviderConfig,
@@ -23,6 +25,7 @@ from schemas.config import (
     ResponseConfig,
     RetryConfig,
     ServiceConfig,
+    SigV4Auth,
 )
 from schemas.events import DeliveryStatus, SendRequest
 
@@ -33,6 +36,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("pipeline", PipelineSettings),
     ("observability", ObservabilitySettings),
     ("providers.<name>", ProviderConfig),
+    ("providers.<name>.auth (type: basic)", BasicAuth),
+    ("providers.<name>.auth (type: oauth2)", OAuth2Auth),
+    ("providers.<name>.auth (type: sigv4)", SigV4Auth),
     ("providers.<name>.batch", BatchConfig),
     ("providers.<name>.response", ResponseConfig),
     ("providers.<name>.retry", RetryConfig),

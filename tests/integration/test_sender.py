@@ -77,8 +77,9 @@ def sender_for(url: str, session: Any, sleeps: list[float], **extra: Any) -> tup
         sleeps.append(seconds)
         now[0] += seconds
 
+    transport = AiohttpTransport(session)
     sender = ProviderSender(
-        provider, AiohttpTransport(session), make_signer(config.auth), sleep=fake_sleep, clock=lambda: now[0]
+        provider, transport, make_signer(config.auth, transport), sleep=fake_sleep, clock=lambda: now[0]
     )
     request = SendRequest(message_id="m", campaign_id="c", provider="p", to="+14155550100", body="hello")
     prepared = provider.prepare(message_values(request))
