@@ -138,7 +138,7 @@ class Dispatcher:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _track(self, count: int, coro: Any) -> None:
+    def _track(self, count: int, coro: Any, **context: Any) -> None:
         self._in_flight += count
         self._idle.clear()
         task = asyncio.create_task(coro)
@@ -150,12 +150,19 @@ class Dispatcher:
             if not self._tasks:
                 self._idle.set()
             if not t.cancelled() and t.exception() is not None:
-                log.error("batch task failed", exc_info=t.exception())
+                log.error("batch task failed", exc_info=t.exception(), **context)
 
         task.add_done_callback(finished)
 
     def _launch(self, envelopes: list[Envelope]) -> None:
-        self._track(len(envelopes), self._send(envelopes))
+        first = envelopes[0].request
+        self._track(
+            len(envelopes),
+            self._send(envelopes),
+            provider=first.provider,
+            campaign_id=first.campaign_id,
+            batch_size=len(envelopes),
+        )
 
     async def _send(self, envelopes: list[Envelope]) -> None:
         now = datetime.now(UTC)
@@ -208,14 +215,27 @@ class Dispatcher:
             attempts=result.attempts,
             accepted=sum(1 for o in result.outcomes if o.accepted),
         )
-        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes], tally)
+        await self._publish_then_done(
+            statuses,
+            (),
+            [e.ticket for e in envelopes],
+            tally,
+            context={"provider": provider.name, "campaign_id": first.request.campaign_id, "batch_id": batch_id},
+        )
 
     async def _publish_expired(self, envelopes: list[Envelope]) -> None:
         if not envelopes:
             return
         failure = RecordOutcome(False, None, "expired", "expired before it was sent")
         statuses, tally = self._statuses(envelopes, SendResult([failure] * len(envelopes), 0, None), None)
-        await self._publish_then_done(statuses, (), [e.ticket for e in envelopes], tally)
+        first = envelopes[0].request
+        await self._publish_then_done(
+            statuses,
+            (),
+            [e.ticket for e in envelopes],
+            tally,
+            context={"provider": first.provider, "campaign_id": first.campaign_id},
+        )
 
     def _statuses(
         self, envelopes: list[Envelope], result: SendResult, batch_id: str | None
@@ -266,6 +286,8 @@ class Dispatcher:
         tickets: Sequence[Any],
         tally: dict[tuple[str, str], int],
         dead_codes: Sequence[str] = (),
+        *,
+        context: dict[str, Any] | None = None,
     ) -> None:
         # A record counts as done only once Kafka acknowledged its status: until then its offset is not
         # committed, so a crash here means it is read and sent again, never lost.
@@ -279,7 +301,12 @@ class Dispatcher:
             except Exception as exc:
                 self.publish_healthy = False
                 self._metrics.status_publish_failures.inc()
-                log.warning("publishing statuses failed; retrying", error=type(exc).__name__, records=len(statuses))
+                log.warning(
+                    "publishing statuses failed; retrying",
+                    error=type(exc).__name__,
+                    records=len(statuses),
+                    **(context or {}),
+                )
                 await asyncio.sleep(self._backoff)
         metrics = self._metrics
         for (provider, status), count in tally.items():

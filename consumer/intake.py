@@ -48,6 +48,8 @@ class Refusal:
     message: str
     outcome: Status = Status.REJECTED
     provider: str | None = None
+    message_id: str | None = None
+    campaign_id: str | None = None
 
 
 def _describe_validation(error: ValidationError) -> str:
@@ -131,7 +133,16 @@ class Intake:
                 completed_at=now,
                 **facts,
             )
-            return Refusal(status, None, "expired", "expired before it was sent", Status.EXPIRED, request.provider)
+            return Refusal(
+                status,
+                None,
+                "expired",
+                "expired before it was sent",
+                Status.EXPIRED,
+                request.provider,
+                request.message_id,
+                request.campaign_id,
+            )
         try:
             prepared = provider.prepare(message_values(request))
         except EventError as exc:
@@ -161,4 +172,13 @@ class Intake:
                 **facts,
             )
         letter = DeadLetter(key, value, dlq_headers(origin, code, message))
-        return Refusal(status, letter, code, message, Status.REJECTED, facts.get("provider"))
+        return Refusal(
+            status,
+            letter,
+            code,
+            message,
+            Status.REJECTED,
+            facts.get("provider"),
+            facts.get("message_id"),
+            facts.get("campaign_id"),
+        )

@@ -93,7 +93,7 @@ def render_event(config: ServiceConfig, provider_name: str, raw: bytes) -> str:
     if isinstance(auth, SigV4Auth):
         # What the SigV4 signer changes besides the Authorization header: the query encoding and its headers.
         added = [("X-Amz-Date", "<time of signing>")]
-        if auth.session_token is not None:
+        if auth.session_token is not None and auth.session_token.get_secret_value():
             added.append(("X-Amz-Security-Token", MASK))
         requests = [(replace(r, url=canonical_query_url(r.url), headers=(*r.headers, *added)), n) for r, n in requests]
     parts = []

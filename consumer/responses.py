@@ -154,8 +154,9 @@ def _match(numbers: list[str], records: Iterable[tuple[Any, Any]]) -> dict[int, 
         if not number:
             continue
         free = [i for i in positions.get(number, ()) if i not in matched]
-        if not free and len(number) >= MIN_NATIONAL_DIGITS:
-            candidates = [i for i, n in enumerate(numbers) if n != number and n.endswith(number)]
+        national = number.lstrip("0")  # a national form may keep its trunk prefix: 09812345678
+        if not free and len(national) >= MIN_NATIONAL_DIGITS:
+            candidates = [i for i, n in enumerate(numbers) if n != number and n.endswith(national)]
             free = candidates if len(candidates) == 1 and candidates[0] not in matched else []
         if free:
             matched[free[0]] = record

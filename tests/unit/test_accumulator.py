@@ -60,3 +60,23 @@ def test_limit_of_one_sends_each_message_alone():
 def test_negative_linger_is_refused():
     with pytest.raises(ValueError):
         Accumulator(linger=-1)
+
+
+def test_a_repeated_distinct_value_closes_the_open_batch_and_opens_the_next():
+    acc: Accumulator[str, str] = Accumulator(linger=1.0)
+    assert acc.add("k", "a1", limit=5, now=0.0, distinct="+1") is None
+    assert acc.add("k", "b1", limit=5, now=0.1, distinct="+2") is None
+    closed = acc.add("k", "a2", limit=5, now=0.2, distinct="+1")
+    assert closed is not None and closed.items == ["a1", "b1"] and closed.opened_at == 0.0
+    assert len(acc) == 1
+    # The new batch is the youngest: it is due after its own linger, not the old one's.
+    assert acc.next_due() == pytest.approx(1.2)
+    assert acc.add("k", "b2", limit=5, now=0.3, distinct="+2") is None
+    assert [b.items for b in acc.drain()] == [["a2", "b2"]] and len(acc) == 0
+
+
+def test_without_distinct_values_repeats_share_a_batch():
+    acc: Accumulator[str, str] = Accumulator(linger=1.0)
+    acc.add("k", "a1", limit=5, now=0.0)
+    acc.add("k", "a2", limit=5, now=0.0)
+    assert [b.items for b in acc.drain()] == [["a1", "a2"]]

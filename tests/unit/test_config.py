@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from consumer.config import interpolate, load_config, parse_config
@@ -89,3 +91,95 @@ def test_get_provider_rejects_a_body():
             {"providers": {"g": {"method": "GET", "url": "https://x", "format": "json", "payload": {}}}}, env={}
         )
     assert err.value.problems[0].startswith("providers.g:")
+
+
+# -- presets ---------------------------------------------------------------------------------------------------
+
+PRESET_ENV = {"PLIVO_AUTH_ID": "MAXXXX", "PLIVO_AUTH_TOKEN": "tok-secret"}
+
+
+def test_every_shipped_preset_is_a_valid_provider():
+    from consumer.config import known_presets, load_preset
+    from consumer.templates import compile_providers
+
+    names = known_presets()
+    assert set(names) >= {
+        "bulksms",
+        "exotel",
+        "msg91",
+        "nimbus",
+        "plivo",
+        "smsindiahub",
+        "textlocal",
+        "pinpoint",
+        "mitto",
+        "twilio",
+        "sinch",
+    }
+    env: dict[str, str] = {}
+    for name in names:
+        text = str(load_preset(name))
+        env.update({var: "x" for var in re.findall(r"\$\{([A-Z0-9_]+)\}", text)})
+    config = parse_config({"providers": {n: {"preset": n} for n in names}}, env=env)
+    providers = compile_providers(config.providers)
+    assert {p.config.preset for p in providers.values()} == set(names)
+
+
+def test_a_preset_is_merged_under_the_users_values():
+    config = parse_config(
+        {
+            "providers": {
+                "mine": {
+                    "preset": "plivo",
+                    "payload": {"url": "https://me.example/dlr", "type": None},
+                    "batch": {"size": 50},
+                    "concurrency": 4,
+                }
+            }
+        },
+        env=PRESET_ENV,
+    )
+    p = config.providers["mine"]
+    assert p.url == "https://api.plivo.com/v1/Account/MAXXXX/Message/"
+    assert p.payload == {"src": "$$sender", "dst": "$$To", "text": "$$Body", "url": "https://me.example/dlr"}
+    assert p.batch is not None and (p.batch.mode, p.batch.key, p.batch.separator, p.batch.size) == (
+        "joined",
+        "dst",
+        "<",
+        50,
+    )
+    assert p.concurrency == 4 and p.preset == "plivo"
+    assert p.auth.type == "basic" and p.auth.username == "MAXXXX"  # type: ignore[union-attr]
+
+
+def test_the_users_auth_replaces_the_presets_whole():
+    config = parse_config(
+        {"providers": {"mine": {"preset": "plivo", "auth": {"type": "none"}}}}, env={"PLIVO_AUTH_ID": "MA1"}
+    )
+    assert config.providers["mine"].auth.type == "none"
+
+
+def test_an_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"mine": {"preset": "nope", "url": "https://x"}}}, env={})
+    assert len(err.value.problems) == 1
+    problem = err.value.problems[0]
+    assert problem.startswith("providers.mine.preset: unknown preset 'nope' (known: bulksms, exotel,")
+    for path in ("../config", "PLIVO", ""):
+        with pytest.raises(ConfigError):
+            parse_config({"providers": {"mine": {"preset": path}}}, env={})
+
+
+def test_a_presets_missing_environment_variable_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"mine": {"preset": "plivo"}}}, env={"PLIVO_AUTH_ID": "MA1"})
+    assert err.value.problems == ["providers.mine.auth.password: environment variable PLIVO_AUTH_TOKEN is not set"]
+
+
+def test_merge_patch_follows_rfc_7386():
+    from consumer.config import merge_patch
+
+    target = {"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]}
+    patch = {"a": "z", "c": {"f": None}, "l": [3], "n": {"x": None}}
+    assert merge_patch(target, patch) == {"a": "z", "c": {"d": "e"}, "l": [3], "n": {}}
+    assert target == {"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]}  # the preset is not changed

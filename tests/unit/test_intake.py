@@ -114,3 +114,13 @@ def test_status_records_match_the_contract():
     parsed = DeliveryStatus.model_validate_json(value)
     assert set(orjson.loads(value)) == set(DeliveryStatus.model_fields)
     assert parsed.reason is not None and parsed.reason.code == "provider_refused" and key == b"m"
+
+
+def test_every_status_carries_the_body_encoding_and_segments(intake):
+    accepted = intake.accept(None, valid(body="Привет " * 12), ORIGIN)
+    assert isinstance(accepted, Envelope) and (accepted.encoding, accepted.segments) == ("UCS-2", 2)
+    rejected = status_of(intake.accept(None, valid(body="hi €", replacements={}), ORIGIN))
+    assert rejected.status is Status.REJECTED
+    assert (rejected.encoding, rejected.segments) == ("GSM-7", 1)
+    template_only = status_of(intake.accept(None, valid(body=None, template_id="T"), ORIGIN))
+    assert template_only.encoding is None and template_only.segments is None

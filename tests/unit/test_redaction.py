@@ -41,3 +41,16 @@ def test_secrets_from_config_never_reach_a_log_line():
 def test_redactor_masks_inside_any_string():
     r = Redactor(["topsecret"])
     assert r.scrub("Bearer topsecret!") == "Bearer ***!"
+
+
+def test_render_masks_preset_secrets_even_url_encoded_in_a_form_body_or_query():
+    from consumer.render import render_event
+
+    env = {"TEXTLOCAL_API_KEY": "ab/c+d=e&f key", "SMSINDIAHUB_USER": "acme", "SMSINDIAHUB_PASSWORD": "p@ss/w+rd"}
+    config = parse_config({"providers": {"tl": {"preset": "textlocal"}, "sih": {"preset": "smsindiahub"}}}, env=env)
+    for name in ("tl", "sih"):
+        event = {"message_id": "m", "campaign_id": "c", "provider": name, "to": "+919812345678", "body": "hi"}
+        text = render_event(config, name, orjson.dumps({**event, "replacements": {"sender": "ACME"}}))
+        assert "***" in text
+        for secret in ("ab/c+d=e&f key", "ab%2Fc%2Bd%3De%26f+key", "p@ss/w+rd", "p%40ss%2Fw%2Brd"):
+            assert secret not in text

@@ -63,7 +63,7 @@ def test_the_spec_batch_example_renders_global_and_per_message_keys():
     )
     assert a.group == b.group
     assert a.head is not None
-    request = p.render_batch(a.head, [a.item, b.item])
+    request = p.render_batch([a, b])
     body = orjson.loads(request.body or b"")
     assert list(body) == ["hid", "tid", "cid", "type", "msgs"]
     assert body["hid"] == "H" and body["tid"] == "T1" and body["cid"] == "c1" and body["type"] == "template"
@@ -262,3 +262,335 @@ def test_a_value_json_cannot_carry_is_a_render_error_not_a_crash():
             message_values(event(template_id="T", template_variables=2**70, replacements={"hid": "h", "uid": "u"}))
         )
     assert err.value.code == "unencodable_value"
+
+
+# -- batch shapes ----------------------------------------------------------------------------------------------
+
+
+def numbers(n: int) -> list[str]:
+    return [f"+9198123{i:05d}" for i in range(n)]
+
+
+def batch_of(p: CompiledProvider, n: int, **fields: Any):
+    prepared = [
+        p.prepare(message_values(event(message_id=f"m{i}", to=to, **fields))) for i, to in enumerate(numbers(n))
+    ]
+    assert len({x.group for x in prepared}) == 1
+    return p.render_batch(prepared)
+
+
+def test_records_as_the_whole_body():
+    p = provider(
+        url="https://x.example/messages",
+        format="json",
+        payload=[{"to": "$$To", "body": "$$Body", "from": "$$sender", "ref": "$$MessageID"}],
+        batch={"mode": "records", "size": 10},
+    )
+    r = batch_of(p, 2, replacements={"sender": "ACME"})
+    assert orjson.loads(r.body or b"") == [
+        {"to": "+919812300000", "body": "hi", "from": "ACME", "ref": "m0"},
+        {"to": "+919812300001", "body": "hi", "from": "ACME", "ref": "m1"},
+    ]
+    assert r.recipients == ("+919812300000", "+919812300001")
+
+
+@pytest.mark.parametrize(
+    ("method", "fmt", "where"),
+    [("POST", "form", "payload"), ("GET", None, "query"), ("POST", "json", "payload")],
+)
+def test_joined_recipients_share_one_body_in_form_query_and_json(method, fmt, where):
+    template = {"numbers": "$$To", "message": "$$Body", "sender": "$$sender"}
+    config: dict[str, Any] = {"method": method, "url": "https://x.example/send"}
+    if where == "query":
+        config["query"] = template
+    else:
+        config.update(format=fmt, payload=template)
+    p = provider(**config, batch={"mode": "joined", "key": "numbers", "separator": "<", "size": 5})
+    r = batch_of(p, 3, replacements={"sender": "ACME"})
+    if fmt == "json":
+        fields = orjson.loads(r.body or b"")
+    elif fmt == "form":
+        fields = {k: v[0] for k, v in parse_qs((r.body or b"").decode()).items()}
+    else:
+        fields = {k: v[0] for k, v in parse_qs(urlsplit(r.url).query).items()}
+    assert fields == {"numbers": "<".join(numbers(3)), "message": "hi", "sender": "ACME"}
+
+
+def test_joined_messages_share_a_request_only_when_the_body_is_the_same():
+    p = provider(
+        url="https://x.example/send",
+        format="form",
+        payload={"numbers": "$$To", "message": "$$Body"},
+        batch={"mode": "joined", "key": "numbers", "size": 5},
+    )
+    one = p.prepare(message_values(event(body="a")))
+    two = p.prepare(message_values(event(body="b", to="+14155550101")))
+    same = p.prepare(message_values(event(body="a", to="+14155550102")))
+    assert one.group != two.group and one.group == same.group
+
+
+def test_recipient_digits_format_drops_the_plus_everywhere_to_is_rendered():
+    p = provider(
+        url="https://x.example/send",
+        format="form",
+        recipient_format="digits",
+        payload={"numbers": "$$To", "message": "$$Body"},
+        batch={"mode": "joined", "key": "numbers", "size": 5},
+    )
+    r = batch_of(p, 2)
+    assert parse_qs((r.body or b"").decode())["numbers"] == ["919812300000,919812300001"]
+    assert r.recipients == ("+919812300000", "+919812300001")  # the E.164 numbers, for the answer
+
+
+def test_recipients_array_under_a_key():
+    p = provider(
+        url="https://x.example/batches",
+        format="json",
+        payload={"from": "ACME", "to": ["$$To"], "body": "$$Body"},
+        batch={"mode": "recipients", "key": "to", "size": 5},
+    )
+    r = batch_of(p, 3)
+    assert orjson.loads(r.body or b"") == {"from": "ACME", "to": numbers(3), "body": "hi"}
+
+
+def test_object_keyed_by_recipient():
+    p = provider(
+        url="https://x.example/messages",
+        format="json",
+        payload={
+            "Addresses": {"$$To": {"ChannelType": "SMS", "Context": {"ref": "$$MessageID"}}},
+            "MessageConfiguration": {"SMSMessage": {"Body": "$$Body"}},
+        },
+        batch={"mode": "keyed", "key": "Addresses", "size": 5},
+    )
+    r = batch_of(p, 2)
+    assert orjson.loads(r.body or b"") == {
+        "Addresses": {
+            "+919812300000": {"ChannelType": "SMS", "Context": {"ref": "m0"}},
+            "+919812300001": {"ChannelType": "SMS", "Context": {"ref": "m1"}},
+        },
+        "MessageConfiguration": {"SMSMessage": {"Body": "hi"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {"payload": {"to": "$$To", "b": "$$Body"}, "batch": {"mode": "records", "size": 5}},
+            "payload: with batch mode records and no key",
+        ),
+        (
+            {"payload": {"n": "+1$$To", "b": "$$Body"}, "batch": {"mode": "joined", "key": "n", "size": 5}},
+            "payload.n: with batch mode joined the value must be exactly $$To",
+        ),
+        (
+            {"payload": {"n": "$$To", "b": "$$Body"}, "batch": {"mode": "joined", "key": "x", "size": 5}},
+            "batch.key: 'x' is not a form field",
+        ),
+        (
+            {"payload": {"n": "$$To", "b": "$$Body $$To"}, "batch": {"mode": "joined", "key": "n", "size": 5}},
+            "$$To may stand only in 'n'",
+        ),
+        (
+            {
+                "payload": {"n": "$$To", "b": "$$Body", "r": "$$MessageID"},
+                "batch": {"mode": "joined", "key": "n", "size": 5},
+            },
+            "$$MessageID cannot be used",
+        ),
+        (
+            {"payload": {"to": "$$To", "b": "$$Body"}, "batch": {"mode": "recipients", "key": "to", "size": 5}},
+            "payload.to: with batch mode recipients the key must hold [$$To]",
+        ),
+        (
+            {
+                "payload": {"to": ["$$To"], "b": "$$Body", "r": "$$MessageID"},
+                "batch": {"mode": "recipients", "key": "to", "size": 5},
+            },
+            "$$MessageID must stand only under 'to'",
+        ),
+        (
+            {"payload": {"A": {"x": {}}, "b": "$$Body $$To"}, "batch": {"mode": "keyed", "key": "A", "size": 5}},
+            "payload.A: with batch mode keyed the key must hold an object with the single key $$To",
+        ),
+    ],
+)
+def test_batch_shape_problems_are_config_errors_with_a_path(config, expected):
+    with pytest.raises(ConfigError) as err:
+        provider(method="POST", url="https://x.example", format="json", **config)
+    assert any(expected in problem and problem.startswith("providers.p") for problem in err.value.problems), (
+        err.value.problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("batch", "field", "expected"),
+    [
+        ({"mode": "joined", "size": 5}, "batch", "mode joined needs `key`"),
+        ({"mode": "joined", "key": "n", "separator": "1", "size": 5}, "batch.separator", "digit"),
+        ({"mode": "joined", "key": "n", "separator": "+", "size": 5}, "batch.separator", "digit"),
+        ({"mode": "records", "key": "n", "separator": ",", "size": 5}, "batch", "joined only"),
+        ({"mode": "keyed", "key": "n", "size": 1001}, "batch.size", "1000"),
+        ({"mode": "keyed", "key": "n", "size": 0}, "batch.size", "1"),
+        ({"mode": "sideways", "key": "n", "size": 5}, "batch.mode", "records"),
+    ],
+)
+def test_batch_options_are_validated_at_load(batch, field, expected):
+    from consumer.config import parse_config
+
+    body = {"url": "https://x.example", "format": "json", "payload": {"n": "$$To", "b": "$$Body"}, "batch": batch}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"p": body}}, env={})
+    assert any(p.startswith(f"providers.p.{field}:") and expected in p for p in err.value.problems), err.value.problems
+
+
+def test_form_and_get_batch_only_by_joining():
+    from consumer.config import parse_config
+
+    body = {"url": "https://x.example", "format": "form", "payload": {"n": "$$To", "b": "$$Body"}}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": {"p": {**body, "batch": {"key": "n", "size": 5}}}}, env={})
+    assert err.value.problems == [
+        "providers.p: a form provider batches only with mode joined (recipients in a form field)"
+    ]
+
+
+# -- properties of every shape ---------------------------------------------------------------------------------
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "records-key": {
+        "format": "json",
+        "payload": {"c": "$$c", "msgs": [{"to": "$$To", "text": "$$Body", "ref": "$$MessageID"}]},
+        "batch": {"mode": "records", "key": "msgs"},
+    },
+    "records-body": {
+        "format": "json",
+        "payload": [{"to": "$$To", "text": "$$Body", "c": "$$c", "ref": "$$MessageID"}],
+        "batch": {"mode": "records"},
+    },
+    "joined-form": {
+        "format": "form",
+        "payload": {"numbers": "$$To", "text": "$$Body", "c": "$$c"},
+        "batch": {"mode": "joined", "key": "numbers", "separator": ","},
+    },
+    "joined-query": {
+        "method": "GET",
+        "query": {"numbers": "$$To", "text": "$$Body", "c": "$$c"},
+        "batch": {"mode": "joined", "key": "numbers", "separator": ";"},
+    },
+    "joined-json": {
+        "format": "json",
+        "payload": {"dst": "$$To", "text": "$$Body", "c": "$$c"},
+        "batch": {"mode": "joined", "key": "dst", "separator": "<"},
+    },
+    "recipients": {
+        "format": "json",
+        "payload": {"to": ["$$To"], "text": "$$Body", "c": "$$c"},
+        "batch": {"mode": "recipients", "key": "to"},
+    },
+    "keyed": {
+        "format": "json",
+        "payload": {"A": {"$$To": {"ref": "$$MessageID"}}, "text": "$$Body", "c": "$$c"},
+        "batch": {"mode": "keyed", "key": "A"},
+    },
+}
+
+
+def shape_provider(shape: str, size: int) -> CompiledProvider:
+    config = dict(SHAPES[shape])
+    config["batch"] = {**config["batch"], "size": size}
+    return provider(url="https://x.example/send", **config)
+
+
+def decode(shape: str, p: CompiledProvider, request: Any) -> list[tuple[str, str, str]]:
+    """(recipient, text, c) of each message, as the provider would read them from the request."""
+    if shape.startswith("joined"):
+        if shape == "joined-query":
+            fields = parse_qs(urlsplit(request.url).query, keep_blank_values=True)
+            flat = {k: v[0] for k, v in fields.items()}
+        elif shape == "joined-form":
+            fields = parse_qs((request.body or b"").decode(), keep_blank_values=True)
+            flat = {k: v[0] for k, v in fields.items()}
+        else:
+            flat = orjson.loads(request.body or b"")
+        key = p.batch_key
+        assert key is not None
+        return [(to, flat["text"], flat["c"]) for to in flat[key].split(p.separator)]
+    doc = orjson.loads(request.body or b"")
+    if shape == "records-key":
+        return [(m["to"], m["text"], doc["c"]) for m in doc["msgs"]]
+    if shape == "records-body":
+        return [(m["to"], m["text"], m["c"]) for m in doc]
+    if shape == "recipients":
+        return [(to, doc["text"], doc["c"]) for to in doc["to"]]
+    return [(to, doc["text"], doc["c"]) for to in doc["A"]]
+
+
+e164 = st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.sampled_from(sorted(SHAPES)),
+    size=st.integers(min_value=1, max_value=7),
+    messages=st.lists(
+        st.tuples(e164, st.sampled_from(["a", "b ✓", "c & d=e, f<g>"]), st.sampled_from(["x", "y;z"])),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_batch_splitting_preserves_every_message_for_every_shape(shape, size, messages):
+    from consumer.render import render_requests
+
+    p = shape_provider(shape, size)
+    events = [
+        event(message_id=f"m{i}", to=to, body=body, campaign_id="c", replacements={"c": c})
+        for i, (to, body, c) in enumerate(messages)
+    ]
+    seen: list[tuple[str, str, str]] = []
+    for request, count in render_requests(p, events):
+        decoded = decode(shape, p, request)
+        recipients = [to for to, _, _ in decoded]
+        assert len(decoded) == count <= size
+        assert list(request.recipients) == recipients
+        if p.distinct_recipients:
+            assert len(set(recipients)) == len(recipients)  # never the same number twice in one request
+        seen += decoded
+    assert sorted(seen) == sorted(messages)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.sampled_from(sorted(SHAPES)),
+    body=st.text(min_size=1),
+    custom=st.text(),
+    to=st.lists(e164, min_size=1, max_size=5, unique=True),
+)
+def test_rendering_never_produces_invalid_json_nor_lets_a_value_escape_its_field(shape, body, custom, to):
+    p = shape_provider(shape, 10)
+    prepared = [
+        p.prepare(message_values(event(message_id=f"m{i}", to=n, body=body, replacements={"c": custom})))
+        for i, n in enumerate(to)
+    ]
+    request = p.render_batch(prepared)
+    if SHAPES[shape].get("format") == "json":
+        orjson.loads(request.body or b"")  # valid JSON whatever the values hold
+    assert decode(shape, p, request) == [(n, body, custom) for n in to]
+
+
+@settings(max_examples=200, deadline=None)
+@given(to=st.lists(e164, min_size=1, max_size=20), separator=st.text(min_size=1, max_size=8))
+def test_a_joining_separator_can_never_occur_inside_a_recipient(to, separator):
+    from pydantic import ValidationError
+
+    from schemas.config import BatchConfig
+
+    try:
+        batch = BatchConfig(mode="joined", key="n", separator=separator, size=5)
+    except ValidationError:
+        assert any(ch.isdigit() or ch in "+\r\n" for ch in separator) or len(separator) > 8
+        return
+    joined = batch.join_with.join(to)
+    assert joined.split(batch.join_with) == to
+    assert not any(batch.join_with in number for number in to)
