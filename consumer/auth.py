@@ -179,7 +179,7 @@ class OAuth2Signer:
             if now < self._retry_at:
                 if token is not None and now < token.expires_at:
                     return token.value
-                raise AuthError(f"authentication failed: {self._failure}; next try in {self._retry_at - now:.0f} s")
+                raise AuthError(f"authentication failed: {self._failure}; next try in {self._retry_at - now:.1f} s")
             try:
                 token = await self._request_token()
             except _TokenFailure as failure:
@@ -289,8 +289,8 @@ class SigV4Signer:
             from botocore.credentials import Credentials
         except ImportError:
             raise ConfigError(f"provider {provider!r}", [f"auth: {SIGV4_MISSING}"]) from None
-        token = config.session_token.get_secret_value() if config.session_token is not None else None
-        credentials = Credentials(config.access_key_id, config.secret_access_key.get_secret_value(), token)
+        token = config.session_token.get_secret_value() if config.session_token is not None else ""
+        credentials = Credentials(config.access_key_id, config.secret_access_key.get_secret_value(), token or None)
         self._signer = BotocoreSigV4Auth(credentials, config.service, config.region)
         self._request_type = AWSRequest
 
