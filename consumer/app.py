@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,11 +10,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumer.auth import make_signer
 from consumer.dispatcher import Dispatcher
 from consumer.health import LoopLagProbe, OpsServer
 from consumer.intake import Envelope, Intake, Refusal
+from consumer.kafka_client import connection_failure, connection_kwargs
 from consumer.metrics import Metrics
 from consumer.offsets import Ticket
 from consumer.sender import AiohttpTransport, ProviderSender, make_session
@@ -32,7 +33,7 @@ STOP_TIMEOUT = 10.0
 def producer_kwargs(settings: Any) -> dict[str, Any]:
     """aiokafka producer options for statuses: acknowledged by all in-sync replicas, idempotent."""
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **connection_kwargs(settings),
         "client_id": f"{settings.client_id}-status",
         "acks": "all",
         "enable_idempotence": True,
@@ -43,6 +44,16 @@ def producer_kwargs(settings: Any) -> dict[str, Any]:
     }
 
 
+async def _start_client(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Any) -> None:
+    """Start a Kafka client; when it cannot connect, raise `KafkaConnectError` saying why."""
+    try:
+        await client.start()
+    except KafkaError as exc:
+        failure = await connection_failure(settings, exc)
+        log.error("kafka connection failed", code=failure.code, error=failure.message)
+        raise failure from None
+
+
 @dataclass
 class RunStats:
     """Counts of one run, for the caller (the demo prints them)."""
@@ -50,6 +61,20 @@ class RunStats:
     consumed: int = 0
     refused: int = 0
     by_code: dict[str, int] = field(default_factory=dict)
+
+
+async def _stop_bounded(stopping: Any, what: str) -> None:
+    """Stop a Kafka client within STOP_TIMEOUT whatever state the cluster is in (a dead broker must not
+    hang the shutdown); only a cancellation of this task itself goes on up."""
+    try:
+        await asyncio.wait_for(stopping, STOP_TIMEOUT)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning(f"{what} stopped abruptly")
+    except Exception as exc:
+        log.warning(f"{what} did not stop cleanly", error=type(exc).__name__)
 
 
 class Service:
@@ -109,16 +134,17 @@ class Service:
         kafka, pipeline = self.config.kafka, self.config.pipeline
         obs = self.config.observability
         metrics = self.metrics
+        producer_options, consumer_options = producer_kwargs(kafka), consumer_kwargs(kafka)
         if obs.http_enabled:
             self.ops = OpsServer(metrics, self.alive, self.ready, obs.http_host, obs.http_port)
             await self.ops.start()
             log.info("operations server listening", port=self.ops.port)
         probe = asyncio.create_task(self.loop_probe.run(), name="loop-lag")
-        producer = AIOKafkaProducer(**producer_kwargs(kafka))
+        producer = AIOKafkaProducer(**producer_options)
         session = make_session()
-        consumer = AIOKafkaConsumer(**consumer_kwargs(kafka))
+        consumer = AIOKafkaConsumer(**consumer_options)
         try:
-            await producer.start()
+            await _start_client(producer, kafka)
             self._producer = producer
             transport = AiohttpTransport(session)
             senders = {
@@ -161,7 +187,7 @@ class Service:
             self.source, self.dispatcher = source, dispatcher
             intake = Intake(self.providers, pipeline.max_message_age_s)
             source.subscribe()
-            await consumer.start()
+            await _start_client(consumer, kafka)
             log.info(
                 "service started",
                 topic=kafka.input_topic,
@@ -170,13 +196,9 @@ class Service:
             )
             await self._serve(source, dispatcher, intake)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT)
+            await _stop_bounded(consumer.stop(), "consumer")
             await session.close()
-            try:
-                await asyncio.wait_for(producer.stop(), STOP_TIMEOUT)
-            except (TimeoutError, Exception) as exc:
-                log.warning("status producer did not stop cleanly", error=type(exc).__name__)
+            await _stop_bounded(producer.stop(), "status producer")
             self._producer = None
             probe.cancel()
             if self.ops is not None:
@@ -206,6 +228,9 @@ class Service:
                             "event rejected",
                             code=result.code,
                             reason=result.message,
+                            message_id=result.message_id,
+                            campaign_id=result.campaign_id,
+                            provider=result.provider,
                             partition=origin.partition,
                             offset=origin.offset,
                         )

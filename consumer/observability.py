@@ -11,17 +11,20 @@ import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit
 
 import orjson
 import structlog
 
 SECRET_KEYS = re.compile(
-    r"(password|passwd|pwd|secret|token|auth|api[_-]?key|access[_-]?key|private[_-]?key|signature|credential|^key$)",
+    r"(password|passwd|pwd|secret|token|auth|api[_-]?key|access[_-]?key|private[_-]?key|signature|assertion"
+    r"|credential|^key$)",
     re.I,
 )
 SECRET_FIELDS = ("password", "client_secret", "secret_access_key", "session_token")
 """The `SecretStr` fields of the `auth` section types."""
+KAFKA_SECRET_FIELDS = ("sasl_password", "ssl_key_password")
+"""The `SecretStr` fields of the `kafka` section."""
 _SCHEME_VALUE = re.compile(r"([A-Za-z][A-Za-z0-9._~+/-]{0,40})\s+(\S.*)")
 PHONE_KEYS = frozenset({"to", "phone", "msisdn", "recipient", "number"})
 MASK = "***"
@@ -43,8 +46,12 @@ class Redactor:
 
     def add(self, secrets: Iterable[str]) -> None:
         for value in secrets:
-            if value and len(value) >= 4 and value not in self._secrets:
-                self._secrets.append(value)
+            if not value or len(value) < 4:
+                continue
+            # A secret also travels encoded: in a form body or query (both URL encodings) and in JSON.
+            for form in (value, quote_plus(value), quote(value, safe=""), orjson.dumps(value).decode()[1:-1]):
+                if form not in self._secrets:
+                    self._secrets.append(form)
         self._secrets.sort(key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
@@ -124,8 +131,13 @@ def config_secrets(config: Any) -> list[str]:
     The `auth` secrets (passwords, client secrets, AWS keys), and every fixed value under a secret-looking name
     in the headers, the query (also the URL's own), the payload and the OAuth 2.0 extra parameters: API keys,
     `Authorization: Bearer ...` tokens (the credential alone too) and the like. A password in the URL counts.
+    The Kafka SASL password and TLS key password too.
     """
     out: list[str] = []
+    for name in KAFKA_SECRET_FIELDS:
+        secret = getattr(config.kafka, name, None)
+        if secret is not None:
+            out.append(secret.get_secret_value())
     for provider in config.providers.values():
         auth = provider.auth
         for name in SECRET_FIELDS:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.kafka_client import connection_kwargs
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, Ticket
 
@@ -175,7 +176,7 @@ class KafkaSource:
 def consumer_kwargs(settings: Any) -> dict[str, Any]:
     """aiokafka consumer options from `KafkaSettings`."""
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
+        **connection_kwargs(settings),
         "client_id": settings.client_id,
         "group_id": settings.group_id,
         "enable_auto_commit": False,

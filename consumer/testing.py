@@ -20,13 +20,27 @@ from consumer.observability import Redactor, configure_logging
 
 _TOPIC_ERRORS_OK = (0, 36)  # NONE, TOPIC_ALREADY_EXISTS
 
+Connection = Mapping[str, Any] | None
+"""More aiokafka connection arguments for a helper, e.g. `consumer.kafka_client.connection_kwargs(settings)`
+(security protocol, TLS context, SASL credentials); its `bootstrap_servers` is replaced by the helper's own."""
 
-async def create_topics(bootstrap: str, topics: Mapping[str, int], *, replication_factor: int | None = None) -> None:
+
+def _client_options(bootstrap: str, connection: Connection) -> dict[str, Any]:
+    return {**(connection or {}), "bootstrap_servers": bootstrap}
+
+
+async def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int | None = None,
+    connection: Connection = None,
+) -> None:
     """Create `{name: partitions}` (existing ones are kept) and wait until every partition has a leader.
 
     The replication factor is 3 on clusters of three or more brokers, else 1.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**_client_options(bootstrap, connection), request_timeout_ms=30000)
     await admin.start()
     try:
         if replication_factor is None:
@@ -62,9 +76,12 @@ async def produce(
     *,
     key_of: str | None = "campaign_id",
     partition_of: Any = None,
+    connection: Connection = None,
 ) -> int:
     """Produce events (dicts are JSON-encoded; bytes are sent as they are). Returns how many were sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262_144)
+    producer = AIOKafkaProducer(
+        **_client_options(bootstrap, connection), acks="all", linger_ms=5, max_batch_size=262_144
+    )
     await producer.start()
     try:
         futures = []
@@ -92,6 +109,7 @@ async def collect(
     *,
     with_headers: bool = False,
     distinct: str | None = None,
+    connection: Connection = None,
 ) -> list[Any]:
     """Read records of `topic` from the beginning (JSON values decoded when possible) until there are
     `count` of them, or `count` distinct values of the field `distinct` (duplicates are kept in the result).
@@ -100,7 +118,11 @@ async def collect(
     """
     seen: set[Any] = set()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+        topic,
+        **_client_options(bootstrap, connection),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     out: list[Any] = []
@@ -125,11 +147,13 @@ async def collect(
     return out
 
 
-async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int | None]:
+async def committed_offsets(
+    bootstrap: str, group: str, topic: str, partitions: int, *, connection: Connection = None
+) -> dict[int, int | None]:
     """The group's committed offset of each partition of `topic`."""
     from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**_client_options(bootstrap, connection), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         out = {}
@@ -140,11 +164,11 @@ async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: 
         await consumer.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+async def end_offsets(bootstrap: str, topic: str, partitions: int, *, connection: Connection = None) -> dict[int, int]:
     """The end offset of each partition of `topic`."""
     from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**_client_options(bootstrap, connection), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

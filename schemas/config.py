@@ -7,6 +7,7 @@ Every option, its default and its environment variable is listed in the generate
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -489,6 +490,71 @@ class KafkaSettings(_EnvFirstSettings):
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="none", description="Compression of status and dead-letter records."
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients talk to the brokers: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` (SASL "
+        "authentication, no TLS) or `SASL_SSL` (SASL over TLS).",
+    )
+    ssl_cafile: str | None = Field(
+        default=None,
+        description="PEM file of the CA certificates that signed the brokers' certificates; none = the system's "
+        "trusted CAs. `SSL`/`SASL_SSL` only.",
+    )
+    ssl_certfile: str | None = Field(
+        default=None,
+        description="PEM file of the client certificate (mutual TLS), with its key unless `ssl_keyfile` is given.",
+    )
+    ssl_keyfile: str | None = Field(default=None, description="PEM file of the client certificate's private key.")
+    ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted private key; or give `ssl_key_password_file`."
+    )
+    ssl_key_password_file: str | None = Field(
+        default=None, description="File holding the private key's password, read at start-up."
+    )
+    ssl_check_hostname: bool = Field(
+        default=True, description="Check that a broker's certificate names the host connected to."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; required with `SASL_*`.",
+    )
+    sasl_username: str | None = Field(default=None, min_length=1, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password; or give `sasl_password_file`.")
+    sasl_password_file: str | None = Field(
+        default=None,
+        description="File holding the SASL password, read at start-up (a trailing line break is dropped).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("sasl_password", "ssl_key_password"))
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        tls = protocol in ("SSL", "SASL_SSL")
+        sasl = protocol.startswith("SASL_")
+        given = {name for name in type(self).model_fields if getattr(self, name) is not None}
+        if not tls:
+            stray = sorted(n for n in given if n.startswith("ssl_") and n != "ssl_check_hostname")
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: apply to security_protocol SSL or SASL_SSL only")
+        if not sasl:
+            stray = sorted(n for n in given if n.startswith("sasl_"))
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: apply to security_protocol SASL_PLAINTEXT or SASL_SSL only")
+        else:
+            missing = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if n not in given]
+            if missing:
+                raise ValueError(f"security_protocol {protocol} needs {', '.join(missing)}")
+        if self.ssl_certfile is None and (self.ssl_keyfile is not None or self.ssl_key_password is not None):
+            raise ValueError("ssl_keyfile and ssl_key_password need ssl_certfile")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not (Path(path).is_file() and os.access(path, os.R_OK)):
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
 
 
 class PipelineSettings(_EnvFirstSettings):
