@@ -30,9 +30,10 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-## The long-running tests too.
+## The long runs: the crash test with 20 kills, and every test marked slow.
 soak: $(STAMP)
-	$(BIN)/pytest -q
+	SMS_FAULT_KILLS=20 $(BIN)/pytest -q -s tests/faults
+	$(BIN)/pytest -q -m slow
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate

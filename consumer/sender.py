@@ -106,6 +106,9 @@ class ProviderSender:
         )
         self._breaker_changed = asyncio.Event()
         self._pause_until = 0.0
+        # After a 429, one request probes the provider when the pause ends; the others wait for its answer.
+        self._throttled = False
+        self._throttle_probe = False
         metrics = metrics or Metrics()
         self._breaker_gauge = metrics.breaker_state.labels(provider.name)
         self._breaker_opened = metrics.breaker_opened.labels(provider.name)
@@ -128,6 +131,12 @@ class ProviderSender:
             if now < self._pause_until:
                 await self._sleep(self._pause_until - now)
                 continue
+            if self._throttled:
+                if self._throttle_probe:
+                    self._breaker_changed.clear()
+                    await self._breaker_changed.wait()
+                    continue
+                self._throttle_probe = True
             wait = self.breaker.wait(now)
             if wait is None:  # a probe is under way: wait for its outcome
                 self._breaker_changed.clear()
@@ -150,8 +159,13 @@ class ProviderSender:
         if delay > 0:
             await self._sleep(delay)
 
-    def _record(self, ok: bool | None) -> None:
+    def _record(self, ok: bool | None, status: int | None = None) -> None:
         """Tell the breaker how an attempt went (None: no verdict on the provider, e.g. it was never reached)."""
+        if status == 429:
+            self._throttled = True
+        elif ok is not None:
+            self._throttled = False
+        self._throttle_probe = False
         breaker = self.breaker
         before = breaker.opened_count
         if ok is None:
@@ -188,7 +202,7 @@ class ProviderSender:
                 self._record(None)
                 raise
             outcome, status, retry_after, verdict, sent = result
-            self._record(verdict)
+            self._record(verdict, status)
             if isinstance(outcome, SendResult):
                 return outcome
             failure = outcome
