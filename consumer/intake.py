@@ -87,6 +87,19 @@ def _record_time(origin: Origin) -> datetime:
     return datetime.now(UTC)
 
 
+def _facts(request: SendRequest, encoding: str | None, segments: int | None) -> dict[str, Any]:
+    """What a status of a request that ends at intake says about it."""
+    return {
+        "message_id": request.message_id,
+        "campaign_id": request.campaign_id,
+        "provider": request.provider,
+        "to": request.to,
+        "metadata": request.metadata,
+        "encoding": encoding,
+        "segments": segments,
+    }
+
+
 class Intake:
     """Validates send-requests against the contract and the configured providers."""
 
@@ -106,18 +119,14 @@ class Intake:
         provider = self._providers.get(request.provider)
         # Computed once per message; every status of it carries them.
         encoding, segments = message_facts(request.body)
-        facts: dict[str, Any] = {
-            "message_id": request.message_id,
-            "campaign_id": request.campaign_id,
-            "provider": request.provider,
-            "to": request.to,
-            "metadata": request.metadata,
-            "encoding": encoding,
-            "segments": segments,
-        }
         if provider is None:
             return self._refuse(
-                key, value, origin, "unknown_provider", f"no provider named {request.provider!r} is configured", facts
+                key,
+                value,
+                origin,
+                "unknown_provider",
+                f"no provider named {request.provider!r} is configured",
+                _facts(request, encoding, segments),
             )
         created_at = request.created_at or _record_time(origin)
         now = datetime.now(UTC)
@@ -131,7 +140,7 @@ class Intake:
                 reason=("expired", f"expired at {deadline.isoformat()} before it was sent"),
                 created_at=created_at,
                 completed_at=now,
-                **facts,
+                **_facts(request, encoding, segments),
             )
             return Refusal(
                 status,
@@ -146,9 +155,10 @@ class Intake:
         try:
             prepared = provider.prepare(message_values(request))
         except EventError as exc:
-            return self._refuse(key, value, origin, exc.code, exc.message, facts)
+            return self._refuse(key, value, origin, exc.code, exc.message, _facts(request, encoding, segments))
         except Exception as exc:  # one odd event must never stop the consumer: refuse it, keep its bytes
-            return self._refuse(key, value, origin, "render_error", f"cannot render: {type(exc).__name__}", facts)
+            reason = f"cannot render: {type(exc).__name__}"
+            return self._refuse(key, value, origin, "render_error", reason, _facts(request, encoding, segments))
         return Envelope(
             request, origin, created_at, provider, prepared, deadline=deadline, encoding=encoding, segments=segments
         )

@@ -11,6 +11,7 @@ from C-level string operations; only multi-part bodies that hold escapes or surr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Final
@@ -38,6 +39,7 @@ def encoding_of(body: str) -> str:
     return UCS_2 if _NOT_GSM.search(body) else GSM_7
 
 
+@functools.lru_cache(maxsize=4096)
 def message_facts(body: str | None) -> tuple[str | None, int | None]:
     """The encoding and the number of SMS parts of a body; `(None, None)` without a body (template-only).
 
