@@ -1,4 +1,4 @@
-"""The command line: `sms-consumer run|validate|render|demo|dev-broker|demo-provider`."""
+"""The command line: `sms-consumer run|validate|render|demo|dev-broker|demo-provider|status-tail`."""
 
 from __future__ import annotations
 
@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--event", required=True, help="file with one JSON send-request, or a JSON array of them")
     p.set_defaults(func=_render)
     # Commands that own their arguments.
-    passthrough = {"demo", "dev-broker", "demo-provider"}
+    passthrough = {"demo", "dev-broker", "demo-provider", "status-tail"}
     for name, helptext in (
         ("demo", "run the whole job on a local broker and demo provider"),
         ("dev-broker", "start a local Apache Kafka broker (or cluster) for development"),
         ("demo-provider", "run the bundled demo SMS provider"),
+        ("status-tail", "follow the status topic and print a live summary"),
     ):
         sub.add_parser(name, help=helptext, add_help=False)
     if argv and argv[0] in passthrough:
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             from consumer.devbroker import main as broker_main
 
             return broker_main(rest)
+        if argv[0] == "status-tail":
+            from consumer.tail import main as tail_main
+
+            return tail_main(rest)
         from consumer.demo_provider import main as provider_main
 
         return provider_main(rest)

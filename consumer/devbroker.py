@@ -20,6 +20,7 @@ import fcntl
 import functools
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ _STOP_TIMEOUT = 20.0
 _PORT_ATTEMPTS = 4
 _PR_SET_PDEATHSIG = 1
 _TEMP_PREFIX = "sms-kafka-"
+_SASL_TEXT = re.compile(r"[A-Za-z0-9._~@%+-]{1,128}")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+"""Mechanisms of the secure listener of a cluster started with ``sasl_users``."""
 
 _T = TypeVar("_T")
 
@@ -321,6 +325,7 @@ class _Node:
     port: int
     controller_port: int
     directory: Path
+    secure_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     cds_dump: Path | None = None
 
@@ -354,6 +359,19 @@ class _Node:
 # --------------------------------------------------------------------------- cluster
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a cluster's TLS client listener."""
+
+    keystore: Path
+    """The broker's unencrypted PKCS#8 private key followed by its certificate chain (one file for all nodes,
+    so the certificate should name ``127.0.0.1``)."""
+    truststore: Path
+    """CA certificates that sign the clients' certificates (used with ``client_auth``)."""
+    client_auth: bool = False
+    """Require a client certificate (mutual TLS)."""
+
+
 class KafkaCluster:
     """A local Kafka cluster of combined broker+controller nodes on 127.0.0.1.
 
@@ -381,6 +399,8 @@ class KafkaCluster:
         *,
         port: int | None = None,
         version: str = KAFKA_VERSION,
+        sasl_users: Mapping[str, str] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         """Describe a cluster; nothing runs until :meth:`start`.
 
@@ -396,6 +416,15 @@ class KafkaCluster:
             port: fixed client port of the first node (node ``i`` gets ``port + i``);
                 free ports are picked when omitted.
             version: Kafka version to run.
+            sasl_users: ``{name: password}``: users of a second client listener
+                (see :attr:`secure_bootstrap_servers`), with SCRAM-SHA-512,
+                SCRAM-SHA-256 and PLAIN.  SCRAM credentials are written at storage
+                format time.  Names and passwords are limited to letters, digits and
+                ``._~@%+-``.
+            tls: PEM files that put TLS on that second listener.  With ``sasl_users``
+                it speaks ``SASL_SSL``, alone ``SSL``; ``sasl_users`` alone gives
+                ``SASL_PLAINTEXT``.  Brokers and controllers talk PLAINTEXT among
+                themselves on their own listeners.
         """
         if brokers < 1:
             raise ValueError("brokers must be at least 1")
@@ -408,6 +437,11 @@ class KafkaCluster:
         self._heap = heap
         self._fixed_port = port
         self._version = version
+        self._sasl_users = dict(sasl_users or {})
+        for name, password in self._sasl_users.items():
+            if not _SASL_TEXT.fullmatch(name) or not _SASL_TEXT.fullmatch(password):
+                raise ValueError("SASL user names and passwords: 1-128 letters, digits or ._~@%+-")
+        self._tls = tls
         self._workdir: Path | None = None
         self._owns_workdir = False
         self._nodes: list[_Node] = []
@@ -437,6 +471,21 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         """Comma-separated ``127.0.0.1:port`` list of all nodes."""
         return ",".join(f"127.0.0.1:{port}" for port in self.broker_ports)
+
+    @property
+    def secure_protocol(self) -> str | None:
+        """Security protocol of the second client listener: ``SASL_PLAINTEXT``, ``SSL``, ``SASL_SSL`` or none."""
+        if self._tls is not None:
+            return "SASL_SSL" if self._sasl_users else "SSL"
+        return "SASL_PLAINTEXT" if self._sasl_users else None
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """Comma-separated ``127.0.0.1:port`` list of the second client listener (``sasl_users`` or ``tls``)."""
+        self._require_started()
+        if self.secure_protocol is None:
+            raise HarnessError("the cluster was started without sasl_users or tls")
+        return ",".join(f"127.0.0.1:{node.secure_port}" for node in self._nodes)
 
     @property
     def workdir(self) -> Path:
@@ -557,7 +606,8 @@ class KafkaCluster:
             if node.alive():
                 raise HarnessError(f"node {node.node_id} is already running")
             self._reap(node, time.monotonic())  # collect a node that exited on its own
-            if not _port_is_free(node.port) or not _port_is_free(node.controller_port):
+            ports = [node.port, node.controller_port, *([node.secure_port] if node.secure_port else [])]
+            if not all(_port_is_free(p) for p in ports):
                 raise HarnessError(f"a port of node {node.node_id} is taken by another process")
             self._launch(node)
             try:
@@ -604,22 +654,25 @@ class KafkaCluster:
     def _layout_nodes(self) -> None:
         assert self._workdir is not None
         count = self._brokers
+        others = 2 if self.secure_protocol else 1  # controller port, and the secure listener's port
         if self._fixed_port is not None:
             client_ports = [self._fixed_port + i for i in range(count)]
             taken = [p for p in client_ports if not _port_is_free(p)]
             if taken:
                 raise HarnessError(f"port(s) {taken} on 127.0.0.1 are already in use")
-            controller_ports = _free_ports(count, exclude=set(client_ports))
+            ports = _free_ports(others * count, exclude=set(client_ports))
         else:
-            ports = _free_ports(2 * count)
-            client_ports, controller_ports = ports[:count], ports[count:]
+            ports = _free_ports((1 + others) * count)
+            client_ports, ports = ports[:count], ports[count:]
+        controller_ports, secure_ports = ports[:count], ports[count:]
         self._nodes = []
         for i in range(count):
             directory = self._workdir / f"node-{i + 1}"
             if directory.exists():
                 shutil.rmtree(directory)
             directory.mkdir(parents=True)
-            self._nodes.append(_Node(i, client_ports[i], controller_ports[i], directory))
+            secure_port = secure_ports[i] if secure_ports else None
+            self._nodes.append(_Node(i, client_ports[i], controller_ports[i], directory, secure_port))
         for node in self._nodes:
             node.properties_file.write_text(self._render_properties(node))
 
@@ -659,8 +712,46 @@ class KafkaCluster:
             "broker.session.timeout.ms": "4000",
             "replica.lag.time.max.ms": "10000",
         }
+        if node.secure_port is not None and self.secure_protocol is not None:
+            props.update(self._secure_properties())
+            props["listeners"] += f",SECURE://127.0.0.1:{node.secure_port}"
+            props["advertised.listeners"] += f",SECURE://127.0.0.1:{node.secure_port}"
+            props["listener.security.protocol.map"] += f",SECURE:{self.secure_protocol}"
         props.update(self._extra)
         return props
+
+    def _secure_properties(self) -> dict[str, str]:
+        """The second client listener: SCRAM users live in the cluster metadata (see `_scram_args`), PLAIN users
+        in the listener's JAAS line; TLS from PEM files."""
+        prefix = "listener.name.secure."
+        props: dict[str, str] = {}
+        if self._sasl_users:
+            scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            plain_users = " ".join(f'user_{name}="{password}"' for name, password in self._sasl_users.items())
+            props |= {
+                f"{prefix}sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+                f"{prefix}scram-sha-512.sasl.jaas.config": scram,
+                f"{prefix}scram-sha-256.sasl.jaas.config": scram,
+                f"{prefix}plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule "
+                f"required {plain_users};",
+            }
+        if self._tls is not None:
+            props |= {
+                f"{prefix}ssl.keystore.type": "PEM",
+                f"{prefix}ssl.keystore.location": str(Path(self._tls.keystore).resolve()),
+                f"{prefix}ssl.truststore.type": "PEM",
+                f"{prefix}ssl.truststore.location": str(Path(self._tls.truststore).resolve()),
+                f"{prefix}ssl.client.auth": "required" if self._tls.client_auth else "none",
+            }
+        return props
+
+    def _scram_args(self) -> list[str]:
+        """StorageTool arguments creating every SASL user's SCRAM credentials."""
+        args: list[str] = []
+        for name, password in self._sasl_users.items():
+            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                args += ["--add-scram", f'{mechanism}=[name={name},password="{password}"]']
+        return args
 
     def _render_properties(self, node: _Node) -> str:
         return "".join(f"{key}={value}\n" for key, value in self._server_properties(node).items())
@@ -725,6 +816,7 @@ class KafkaCluster:
                     cluster_id,
                     "-c",
                     str(node.properties_file),
+                    *self._scram_args(),
                     heap="256m",
                     jvm_options=self._shared_archive_options(),
                 )
@@ -968,6 +1060,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=120.0, help="seconds to wait for the cluster to start (default 120)"
     )
     parser.add_argument(
+        "--sasl-user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="also open a SASL_PLAINTEXT listener accepting this user (SCRAM-SHA-512/256, PLAIN); repeatable",
+    )
+    parser.add_argument(
         "--fetch-only",
         action="store_true",
         help="only download the Kafka jars into the cache (needs mvn), then exit",
@@ -977,6 +1076,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--brokers must be at least 1")
     if args.partitions < 1:
         parser.error("--partitions must be at least 1")
+    users: dict[str, str] = {}
+    for item in args.sasl_user:
+        name, sep, password = item.partition(":")
+        if not sep or not _SASL_TEXT.fullmatch(name) or not _SASL_TEXT.fullmatch(password):
+            parser.error("--sasl-user takes NAME:PASSWORD, each 1-128 letters, digits or ._~@%+-")
+        users[name] = password
+    args.sasl_users = users
     return args
 
 
@@ -997,7 +1103,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"Kafka {KAFKA_VERSION} jars: {libs}", flush=True)
         return 0
-    cluster = KafkaCluster(brokers=args.brokers, partitions=args.partitions, workdir=args.workdir, port=args.port)
+    cluster = KafkaCluster(
+        brokers=args.brokers,
+        partitions=args.partitions,
+        workdir=args.workdir,
+        port=args.port,
+        sasl_users=args.sasl_users or None,
+    )
     status = 0
     with _signals_raise():
         try:
@@ -1005,6 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             cluster.start(timeout=args.timeout)
             print(f"bootstrap servers: {cluster.bootstrap_servers}", flush=True)
+            if args.sasl_users:
+                print(f"SASL_PLAINTEXT bootstrap servers: {cluster.secure_bootstrap_servers}", flush=True)
             for index, port in enumerate(cluster.broker_ports):
                 print(f"broker {index + 1}: 127.0.0.1:{port} (log: {cluster.log_file(index)})", flush=True)
             print(f"workdir: {cluster.workdir}", flush=True)

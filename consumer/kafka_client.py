@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     IllegalSaslStateError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
@@ -117,6 +118,11 @@ async def connection_failure(settings: Any, error: BaseException) -> KafkaConnec
             causes.append(f"{host}:{port}: no answer within {_PROBE_TIMEOUT_S:g} s")
         except OSError as exc:
             causes.append(f"{host}:{port}: cannot connect: {exc.strerror or type(exc).__name__}")
+        except KafkaConnectionError:
+            hint = "check security_protocol"
+            if settings.security_protocol in ("SSL", "SASL_SSL") and settings.ssl_certfile is None:
+                hint += ", and give ssl_certfile if the broker wants a client certificate"
+            causes.append(f"{host}:{port}: the broker closed the connection; {hint}")
         except KafkaError as exc:
             causes.append(f"{host}:{port}: {type(exc).__name__}: {_broker_message(exc)}")
         else:

@@ -3,9 +3,7 @@ and the secrets it adds to the log redactor."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from consumer.kafka_client import connection_kwargs, describe
 from consumer.observability import config_secrets
 from consumer.source import consumer_kwargs
 from consumer.testing import capture_logs
+from tests.pki import CLIENT_KEY_PASSWORD, make_pki
 
 PROVIDER = {"url": "https://sms.example/send", "format": "json", "payload": {"to": "$$To", "text": "$$Body"}}
 
@@ -34,31 +33,7 @@ def problems(**options: Any) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA, and a client certificate it signed whose key is encrypted with `key-pw`."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command")
-    d = tmp_path_factory.mktemp("pki")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
-    run("req", "-x509", *ec, "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca")
-    run("req", *ec, "-keyout", "client.key", "-passout", "pass:key-pw", "-out", "client.csr", "-subj", "/CN=client")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-    )
-    return {name: d / name for name in ("ca.pem", "client.pem", "client.key")}
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def test_plaintext_is_the_default_and_adds_only_the_servers():
@@ -133,7 +108,7 @@ def test_mutual_tls_builds_a_verifying_context_from_the_pem_files(pki):
         ssl_cafile=str(pki["ca.pem"]),
         ssl_certfile=str(pki["client.pem"]),
         ssl_keyfile=str(pki["client.key"]),
-        ssl_key_password="key-pw",
+        ssl_key_password=CLIENT_KEY_PASSWORD,
     ).kafka
     options = connection_kwargs(settings)
     context = options["ssl_context"]
