@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import pytest
+from aiohttp import web
 
 from consumer.devbroker import KafkaCluster
 from consumer.testing import create_topics as create_kafka_topics
+from tests.support import start_app
 
 TopicNames = Callable[..., str]
 """``topic_names(prefix="t") -> str``: a topic name unique across test runs."""
@@ -58,3 +60,19 @@ def topic_names(request: pytest.FixtureRequest) -> TopicNames:
 async def create_topics() -> CreateTopics:
     """``await create_topics(bootstrap, {name: partitions})`` creates the topics."""
     return create_kafka_topics
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """`await http_server(app)` serves an aiohttp app on a free loopback port and returns its base URL;
+    every server is stopped when the test ends."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner, base = await start_app(app)
+        runners.append(runner)
+        return base
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

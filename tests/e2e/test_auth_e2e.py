@@ -16,6 +16,7 @@ from aiohttp import web
 from consumer.config import parse_config
 from consumer.testing import capture_logs, collect, committed_offsets, end_offsets, produce, wait_for
 from tests.e2e.test_pipeline import PARTITIONS, event, start, stop
+from tests.support import FAST_PIPELINE, LOOPBACK_OPS, batch_provider, kafka_section, start_app
 
 pytestmark = pytest.mark.kafka
 
@@ -57,49 +58,26 @@ async def oauth_provider():
     app = web.Application()
     app.router.add_post("/token", provider.token)
     app.router.add_post("/send", provider.send)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    provider.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, provider.url = await start_app(app)
     yield provider
     await runner.cleanup()
 
 
 def make_config(bootstrap: str, base: str) -> Any:
-    run = uuid.uuid4().hex[:10]
+    auth = {
+        "type": "oauth2",
+        "token_url": base + "/token",
+        "client_id": "e2e",
+        "client_secret": "${E2E_CLIENT_SECRET}",
+        "client_auth": "body",
+        "retry_interval_s": 0.3,
+    }
     return parse_config(
         {
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "group_id": f"g-{run}",
-                "input_topic": f"in-{run}",
-                "status_topic": f"status-{run}",
-                "dlq_topic": f"dlq-{run}",
-                "session_timeout_ms": 10000,
-                "rebalance_timeout_ms": 10000,
-            },
-            "pipeline": {"linger_ms": 20, "commit_interval_ms": 100, "shutdown_timeout_s": 10},
-            "observability": {"http_port": 0, "http_host": "127.0.0.1"},
-            "providers": {
-                "batcher": {
-                    "url": base + "/send",
-                    "auth": {
-                        "type": "oauth2",
-                        "token_url": base + "/token",
-                        "client_id": "e2e",
-                        "client_secret": "${E2E_CLIENT_SECRET}",
-                        "client_auth": "body",
-                        "retry_interval_s": 0.3,
-                    },
-                    "format": "json",
-                    "payload": {
-                        "campaign": "$$CampaignID",
-                        "messages": [{"to": "$$To", "text": "$$Body", "ref": "$$MessageID"}],
-                    },
-                    "batch": {"key": "messages", "size": 10},
-                    "response": {"records": "/results", "record_message_id": "/id"},
-                }
-            },
+            "kafka": kafka_section(bootstrap),
+            "pipeline": FAST_PIPELINE,
+            "observability": LOOPBACK_OPS,
+            "providers": {"batcher": batch_provider(base + "/send", 10, auth=auth)},
         },
         env={"E2E_CLIENT_SECRET": CLIENT_SECRET},
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from typing import Any
 
@@ -15,6 +14,7 @@ from consumer.app import Service
 from consumer.config import parse_config
 from consumer.testing import collect, committed_offsets, create_topics, end_offsets, produce, wait_for
 from schemas.events import DLQ_HEADERS, DeliveryStatus
+from tests.support import FAST_PIPELINE, LOOPBACK_OPS, batch_provider, kafka_section, start_app
 
 pytestmark = pytest.mark.kafka
 
@@ -47,43 +47,20 @@ async def provider():
     recorder = RecordingProvider()
     app = web.Application()
     app.router.add_post("/send", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recorder.url = f"http://127.0.0.1:{runner.addresses[0][1]}/send"  # type: ignore[attr-defined]
+    runner, base = await start_app(app)
+    recorder.url = base + "/send"  # type: ignore[attr-defined]
     yield recorder
     recorder.release.set()
     await runner.cleanup()
 
 
 def make_config(bootstrap: str, url: str, batch_size: int = 100, linger_ms: int = 50) -> Any:
-    run = uuid.uuid4().hex[:10]
     return parse_config(
         {
-            "kafka": {
-                "bootstrap_servers": bootstrap,
-                "group_id": f"g-{run}",
-                "input_topic": f"in-{run}",
-                "status_topic": f"status-{run}",
-                "dlq_topic": f"dlq-{run}",
-                "session_timeout_ms": 10000,
-                "rebalance_timeout_ms": 10000,
-            },
-            "pipeline": {"linger_ms": linger_ms, "commit_interval_ms": 100, "shutdown_timeout_s": 10},
-            "observability": {"http_port": 0, "http_host": "127.0.0.1"},
-            "providers": {
-                "batcher": {
-                    "url": url,
-                    "format": "json",
-                    "payload": {
-                        "campaign": "$$CampaignID",
-                        "messages": [{"to": "$$To", "text": "$$Body", "ref": "$$MessageID"}],
-                    },
-                    "batch": {"key": "messages", "size": batch_size},
-                    "response": {"records": "/results", "record_message_id": "/id"},
-                }
-            },
+            "kafka": kafka_section(bootstrap),
+            "pipeline": {**FAST_PIPELINE, "linger_ms": linger_ms},
+            "observability": LOOPBACK_OPS,
+            "providers": {"batcher": batch_provider(url, batch_size)},
         },
         env={},
     )

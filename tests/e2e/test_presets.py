@@ -8,7 +8,6 @@ the provider refuses on its own) and one campaign whose sender (or template) the
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,7 @@ from consumer.segments import message_facts
 from consumer.testing import collect, create_topics, produce
 from schemas.events import DeliveryStatus
 from tests.fakes.providers import BLOCKED, FAKES, FakeProvider, invalid
+from tests.support import FAST_PIPELINE, LOOPBACK_OPS, kafka_section, start_app
 
 pytestmark = pytest.mark.kafka
 
@@ -134,11 +134,9 @@ async def fake_server() -> AsyncIterator[Any]:
     runners: list[web.AppRunner] = []
 
     async def start(fake: FakeProvider) -> str:
-        runner = web.AppRunner(fake.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runner, base = await start_app(fake.app())
         runners.append(runner)
-        return f"127.0.0.1:{runner.addresses[0][1]}"
+        return base.removeprefix("http://")
 
     yield start
     for runner in runners:
@@ -185,20 +183,11 @@ async def test_preset_against_its_provider(name, kafka_bootstrap, fake_server):
     fake = FAKES[name](path, **case.credentials)
     address = await fake_server(fake)
     url = urlunsplit(urlsplit(preset_url)._replace(scheme="http", netloc=address))
-    run = uuid.uuid4().hex[:10]
     config = parse_config(
         {
-            "kafka": {
-                "bootstrap_servers": kafka_bootstrap,
-                "group_id": f"g-{run}",
-                "input_topic": f"in-{run}",
-                "status_topic": f"status-{run}",
-                "dlq_topic": f"dlq-{run}",
-                "session_timeout_ms": 10000,
-                "rebalance_timeout_ms": 10000,
-            },
-            "pipeline": {"linger_ms": 300, "commit_interval_ms": 100, "shutdown_timeout_s": 10},
-            "observability": {"http_port": 0, "http_host": "127.0.0.1"},
+            "kafka": kafka_section(kafka_bootstrap),
+            "pipeline": {**FAST_PIPELINE, "linger_ms": 300},
+            "observability": LOOPBACK_OPS,
             "providers": {name: {"preset": name, "url": url, **case.extra}},
         },
         env=case.env,

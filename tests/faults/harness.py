@@ -15,6 +15,8 @@ import orjson
 import yaml
 from aiohttp import web
 
+from tests.support import FAST_PIPELINE, LOOPBACK_OPS, batch_provider, kafka_section, start_app
+
 
 class CountingProvider:
     """A JSON batch provider that counts every send of every message and can fail on demand."""
@@ -53,50 +55,29 @@ class CountingProvider:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/send", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/send"
+        self._runner, base = await start_app(app)
+        self.url = base + "/send"
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
 
-def service_config(bootstrap: str, url: str, run: str, **overrides: Any) -> dict[str, Any]:
+def service_config(bootstrap: str, url: str, **overrides: Any) -> dict[str, Any]:
+    """A service configuration for fault tests: small batches, four senders, patient retries, fast member
+    failure detection. `overrides` update a section (`provider` updates the provider)."""
     config: dict[str, Any] = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": f"g-{run}",
-            "input_topic": f"in-{run}",
-            "status_topic": f"status-{run}",
-            "dlq_topic": f"dlq-{run}",
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 1000,
-            "rebalance_timeout_ms": 10000,
-            "max_poll_records": 500,
-        },
-        "pipeline": {
-            "linger_ms": 20,
-            "commit_interval_ms": 200,
-            "shutdown_timeout_s": 10,
-            "max_pending_messages": 1000,
-        },
-        "observability": {"http_port": 0, "http_host": "127.0.0.1", "log_level": "info", "log_format": "json"},
+        "kafka": kafka_section(bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_records=500),
+        "pipeline": {**FAST_PIPELINE, "commit_interval_ms": 200, "max_pending_messages": 1000},
+        "observability": {**LOOPBACK_OPS, "log_level": "info", "log_format": "json"},
         "providers": {
-            "p": {
-                "url": url,
-                "format": "json",
-                "payload": {
-                    "campaign": "$$CampaignID",
-                    "messages": [{"to": "$$To", "text": "$$Body", "ref": "$$MessageID"}],
-                },
-                "batch": {"key": "messages", "size": 20},
-                "response": {"records": "/results", "record_message_id": "/id"},
-                "concurrency": 4,
-                "timeout_s": 5,
-                "retry": {"max_attempts": 8, "backoff_initial_ms": 50, "backoff_max_ms": 500},
-            }
+            "p": batch_provider(
+                url,
+                20,
+                concurrency=4,
+                timeout_s=5,
+                retry={"max_attempts": 8, "backoff_initial_ms": 50, "backoff_max_ms": 500},
+            )
         },
     }
     for section, values in overrides.items():

@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import time
-import uuid
 from collections import Counter
 
 import pytest
@@ -23,8 +22,7 @@ MESSAGES = int(os.environ.get("SMS_FAULT_MESSAGES", "20000"))
 async def test_sigkill_during_flow_loses_nothing_and_duplicates_stay_bounded(kafka_bootstrap, tmp_path):
     provider = CountingProvider(latency=0.03)
     await provider.start()
-    run = uuid.uuid4().hex[:10]
-    config = service_config(kafka_bootstrap, provider.url, run)
+    config = service_config(kafka_bootstrap, provider.url)
     kafka = config["kafka"]
     await create_topics(kafka_bootstrap, {kafka["input_topic"]: 3, kafka["status_topic"]: 3, kafka["dlq_topic"]: 1})
     events = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 
 import pytest
 
@@ -24,7 +23,7 @@ def events(n: int) -> list[dict[str, str]]:
 
 
 async def prepare(bootstrap: str, counting: CountingProvider, partitions: int = 6, **overrides):
-    config = service_config(bootstrap, counting.url, uuid.uuid4().hex[:10], **overrides)
+    config = service_config(bootstrap, counting.url, **overrides)
     kafka = config["kafka"]
     await create_topics(bootstrap, {kafka["input_topic"]: partitions, kafka["status_topic"]: 3, kafka["dlq_topic"]: 1})
     return config, kafka

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections import Counter
 
 import pytest
@@ -23,8 +22,7 @@ def events(n: int, prefix: str = "m") -> list[dict[str, str]]:
 
 
 async def setup(kafka_bootstrap, counting, **overrides):
-    run = uuid.uuid4().hex[:10]
-    config = service_config(kafka_bootstrap, counting.url, run, **overrides)
+    config = service_config(kafka_bootstrap, counting.url, **overrides)
     kafka = config["kafka"]
     await create_topics(kafka_bootstrap, {kafka["input_topic"]: 3, kafka["status_topic"]: 3, kafka["dlq_topic"]: 1})
     return config, kafka

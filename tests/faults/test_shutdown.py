@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import pytest
 
@@ -27,8 +26,7 @@ def events(n: int) -> list[dict[str, str]]:
 async def test_second_signal_stops_at_once_without_committing_unfinished_work(kafka_bootstrap, tmp_path):
     provider = CountingProvider()
     await provider.start()
-    run = uuid.uuid4().hex[:10]
-    config = service_config(kafka_bootstrap, provider.url, run, pipeline={"shutdown_timeout_s": 60})
+    config = service_config(kafka_bootstrap, provider.url, pipeline={"shutdown_timeout_s": 60})
     kafka = config["kafka"]
     await create_topics(kafka_bootstrap, {kafka["input_topic"]: 1, kafka["status_topic"]: 1, kafka["dlq_topic"]: 1})
     service = ServiceProcess(config, tmp_path)
@@ -72,8 +70,7 @@ async def test_shutdown_is_bounded_when_the_broker_is_down(tmp_path):
     service = None
     try:
         bootstrap = cluster.bootstrap_servers
-        run = uuid.uuid4().hex[:10]
-        config = service_config(bootstrap, provider.url, run, pipeline={"shutdown_timeout_s": 5})
+        config = service_config(bootstrap, provider.url, pipeline={"shutdown_timeout_s": 5})
         kafka = config["kafka"]
         await create_topics(bootstrap, {kafka["input_topic"]: 1, kafka["status_topic"]: 1, kafka["dlq_topic"]: 1})
         await produce(bootstrap, kafka["input_topic"], events(50))

@@ -44,23 +44,16 @@ Serve = Callable[[dict[str, Any]], Awaitable[str]]
 
 
 @pytest.fixture
-async def serve():
+def serve(http_server):
     """`await serve({"/path": handler})` starts an aiohttp server on 127.0.0.1 and returns its base URL."""
-    runners = []
 
     async def start(routes: dict[str, Any]) -> str:
         app = web.Application()
         for path, handler in routes.items():
             app.router.add_route("*", path, handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return await http_server(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 @pytest.fixture

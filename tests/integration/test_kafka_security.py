@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from consumer.testing import capture_logs, collect, create_topics, produce
 from schemas.config import KafkaSettings
 from tests.e2e.test_pipeline import event, provider  # noqa: F401
 from tests.pki import CLIENT_KEY_PASSWORD, make_pki
+from tests.support import FAST_PIPELINE, batch_provider, kafka_section
 
 pytestmark = [
     pytest.mark.kafka,
@@ -44,36 +44,18 @@ def sasl_cluster() -> Iterator[KafkaCluster]:
 
 
 def sasl_config(cluster: KafkaCluster, url: str, *, mechanism: str = "SCRAM-SHA-512", password: str = PASSWORD) -> Any:
-    run = uuid.uuid4().hex[:10]
     return parse_config(
         {
-            "kafka": {
-                "bootstrap_servers": cluster.secure_bootstrap_servers,
-                "security_protocol": "SASL_PLAINTEXT",
-                "sasl_mechanism": mechanism,
-                "sasl_username": USER,
-                "sasl_password": "${KAFKA_PASSWORD}",
-                "group_id": f"g-{run}",
-                "input_topic": f"in-{run}",
-                "status_topic": f"status-{run}",
-                "dlq_topic": f"dlq-{run}",
-                "session_timeout_ms": 10000,
-                "rebalance_timeout_ms": 10000,
-            },
-            "pipeline": {"linger_ms": 20, "commit_interval_ms": 100, "shutdown_timeout_s": 10},
+            "kafka": kafka_section(
+                cluster.secure_bootstrap_servers,
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism=mechanism,
+                sasl_username=USER,
+                sasl_password="${KAFKA_PASSWORD}",
+            ),
+            "pipeline": FAST_PIPELINE,
             "observability": {"http_enabled": False},
-            "providers": {
-                "batcher": {
-                    "url": url,
-                    "format": "json",
-                    "payload": {
-                        "campaign": "$$CampaignID",
-                        "messages": [{"to": "$$To", "text": "$$Body", "ref": "$$MessageID"}],
-                    },
-                    "batch": {"key": "messages", "size": 50},
-                    "response": {"records": "/results", "record_message_id": "/id"},
-                }
-            },
+            "providers": {"batcher": batch_provider(url, 50)},
         },
         env={"KAFKA_PASSWORD": password},
     )

@@ -33,21 +33,13 @@ class Script:
 
 
 @pytest.fixture
-async def server():
-    runners = []
-
+def server(http_server):
     async def start(script: Script) -> str:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", script.handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return await http_server(app)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    return start
 
 
 @pytest.fixture
