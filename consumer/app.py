@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from consumer.auth import make_signer
+from consumer.callback_endpoint import CallbackEndpoint
 from consumer.dispatcher import Dispatcher
 from consumer.health import LoopLagProbe, OpsServer
 from consumer.intake import Envelope, Intake, Refusal
@@ -101,6 +102,8 @@ class Service:
         self.loop_probe = LoopLagProbe(self.metrics)
         self.ops: OpsServer | None = None
         self._producer: AIOKafkaProducer | None = None
+        callbacks = {name: p.callback for name, p in config.providers.items() if p.callback is not None}
+        self.callbacks = CallbackEndpoint(callbacks, config.callbacks, self.metrics) if callbacks else None
 
     def request_stop(self) -> None:
         """First call: drain and stop. Second call: stop at once without committing unfinished work."""
@@ -146,7 +149,8 @@ class Service:
         metrics = self.metrics
         producer_options, consumer_options = producer_kwargs(kafka), consumer_kwargs(kafka)
         if obs.http_enabled:
-            self.ops = OpsServer(metrics, self.alive, self.ready, obs.http_host, obs.http_port)
+            routes = self.callbacks.routes() if self.callbacks is not None else []
+            self.ops = OpsServer(metrics, self.alive, self.ready, obs.http_host, obs.http_port, routes)
             await self.ops.start()
             log.info("operations server listening", port=self.ops.port)
         probe = asyncio.create_task(self.loop_probe.run(), name="loop-lag")
@@ -164,6 +168,8 @@ class Service:
                 for name, p in self.providers.items()
             }
             publisher = StatusPublisher(producer, kafka.status_topic, kafka.dlq_topic)
+            if self.callbacks is not None:
+                self.callbacks.attach(publisher)
             high = pipeline.max_pending_messages
             source_box: list[KafkaSource] = []
             dispatcher = Dispatcher(
@@ -173,6 +179,7 @@ class Service:
                 linger=pipeline.linger_ms / 1000,
                 publish_retry_backoff=pipeline.status_retry_backoff_s,
                 metrics=metrics,
+                sent_hooks=self.callbacks.sent_hooks() if self.callbacks is not None else None,
             )
             metrics.in_flight.set_function(lambda: dispatcher.in_flight)
             metrics.buffered.set_function(lambda: dispatcher.buffered)
@@ -206,6 +213,8 @@ class Service:
             )
             await self._serve(source, dispatcher, intake)
         finally:
+            if self.callbacks is not None:
+                self.callbacks.attach(None)
             await _stop_bounded(consumer.stop(), "consumer")
             await session.close()
             await _stop_bounded(producer.stop(), "status producer")

@@ -19,6 +19,8 @@ from consumer.auth import SIGV4_MISSING, sigv4_available
 from consumer.errors import ConfigError
 from schemas.config import (
     AUTH_MODELS,
+    CALLBACK_AUTH_MODELS,
+    CallbackSettings,
     KafkaSettings,
     ObservabilitySettings,
     PipelineSettings,
@@ -32,12 +34,14 @@ _PRESET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Error paths of an `auth` section name the union member (class or discriminator tag): left out, the path
 # reads `providers.x.auth.password` rather than `providers.x.auth.basic.password`.
-_AUTH_CLASSES = frozenset(model.__name__ for model in AUTH_MODELS)
-_AUTH_TAGS = frozenset(get_args(model.model_fields["type"].annotation)[0] for model in AUTH_MODELS)
+_AUTH_MODELS = (*AUTH_MODELS, *CALLBACK_AUTH_MODELS)
+_AUTH_CLASSES = frozenset(model.__name__ for model in _AUTH_MODELS)
+_AUTH_TAGS = frozenset(get_args(model.model_fields["type"].annotation)[0] for model in _AUTH_MODELS)
 _SECTIONS: dict[str, type[Any]] = {
     "kafka": KafkaSettings,
     "pipeline": PipelineSettings,
     "observability": ObservabilitySettings,
+    "callbacks": CallbackSettings,
 }
 
 

@@ -27,6 +27,9 @@ from schemas.events import Status
 log = structlog.get_logger("consumer.dispatcher")
 
 GroupKey = tuple[str, str, bytes]
+SentHook = Callable[[str, str, str, str, "dict[str, Any] | None"], None]
+"""Told of each message a provider accepted with an id: (provider message id, message id, campaign id, to,
+metadata). Delivery reports correlate through it."""
 
 
 class Dispatcher:
@@ -42,8 +45,10 @@ class Dispatcher:
         publish_retry_backoff: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        sent_hooks: dict[str, SentHook] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._sent_hooks = sent_hooks or {}
         self.publish_healthy = True
         self._senders = senders
         self._publisher = publisher
@@ -243,10 +248,15 @@ class Dispatcher:
         size = len(envelopes)
         out = []
         tally: dict[tuple[str, str], int] = {}
+        # Remembered before the `sent` status is published: a delivery report can arrive that early.
+        on_sent = self._sent_hooks.get(envelopes[0].provider.name)
         for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
             request = envelope.request
             if outcome.accepted:
                 status, reason = Status.SENT, None
+                if on_sent is not None and outcome.provider_message_id is not None:
+                    pid = outcome.provider_message_id
+                    on_sent(pid, request.message_id, request.campaign_id, request.to, request.metadata)
             else:
                 if outcome.code in DISPATCH_CODES:
                     status = Status.DISPATCH_ERROR

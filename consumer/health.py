@@ -1,10 +1,11 @@
-"""The operations HTTP server: `/healthz`, `/readyz` and `/metrics`, plus the event-loop lag probe."""
+"""The operations HTTP server: `/healthz`, `/readyz` and `/metrics` (and any routes mounted on it, such as the
+delivery-report callbacks), plus the event-loop lag probe."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -35,10 +36,19 @@ class LoopLagProbe:
 
 
 class OpsServer:
-    """An aiohttp server in the service's own process."""
+    """An aiohttp server in the service's own process; `routes` are served beside the operations pages."""
 
-    def __init__(self, metrics: Metrics, alive: Check, ready: Check, host: str, port: int) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        alive: Check,
+        ready: Check,
+        host: str,
+        port: int,
+        routes: Sequence[web.RouteDef] = (),
+    ) -> None:
         self._metrics = metrics
+        self._routes = list(routes)
         self._alive = alive
         self._ready = ready
         self._host = host
@@ -51,6 +61,7 @@ class OpsServer:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/readyz", self._readiness)
         app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_routes(self._routes)
         return app
 
     async def start(self) -> None:

@@ -67,6 +67,14 @@ class Metrics:
         self.loop_lag = Gauge(
             "sms_event_loop_lag_seconds", "How late the event loop ran a timer, last check.", registry=r
         )
+        self.callbacks = Counter(
+            "sms_callbacks",
+            "Delivery reports by provider and result: `published`, `uncorrelated` (published without our message "
+            "id), `duplicate`, `ignored` (an unmapped status), `unauthorized`, `malformed` (those two per "
+            "callback) and `publish_failed`.",
+            ["provider", "result"],
+            registry=r,
+        )
         self.status_publish_failures = Counter(
             "sms_status_publish_failures", "Attempts to publish statuses that failed (and were retried).", registry=r
         )

@@ -144,6 +144,11 @@ def config_secrets(config: Any) -> list[str]:
             secret = getattr(auth, name, None)
             if secret is not None:
                 out.append(secret.get_secret_value())
+        callback_auth = provider.callback.auth if provider.callback is not None else None
+        for name in ("password", "secret"):
+            secret = getattr(callback_auth, name, None)
+            if secret is not None:
+                out.append(secret.get_secret_value())
         url = urlsplit(provider.url)
         if url.password and "$$" not in url.password:
             out.append(url.password)

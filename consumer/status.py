@@ -36,9 +36,9 @@ def now_utc() -> datetime:
 
 def status_record(
     *,
-    message_id: str,
+    message_id: str | None,
     status: Status,
-    origin: Origin,
+    origin: Origin | None,
     campaign_id: str | None = None,
     provider: str | None = None,
     to: str | None = None,
@@ -53,8 +53,9 @@ def status_record(
     created_at: datetime | None = None,
     completed_at: datetime | None = None,
     metadata: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> tuple[bytes, bytes]:
-    """The (key, value) of one status record."""
+    """The (key, value) of one status record, keyed by `message_id` (or by `key` when there is none)."""
     value = {
         "schema_version": SCHEMA_VERSION,
         "message_id": message_id,
@@ -72,10 +73,12 @@ def status_record(
         "batch_size": batch_size,
         "created_at": created_at,
         "completed_at": completed_at or now_utc(),
-        "source": {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
+        "source": None
+        if origin is None
+        else {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
         "metadata": metadata,
     }
-    return message_id.encode(), orjson.dumps(value, option=orjson.OPT_UTC_Z)
+    return (message_id or key or "").encode(), orjson.dumps(value, option=orjson.OPT_UTC_Z)
 
 
 def dlq_headers(origin: Origin, code: str, message: str) -> list[tuple[str, bytes]]:

@@ -363,6 +363,101 @@ class BreakerConfig(_Strict):
     max_open_s: float = Field(default=120.0, gt=0, description="Upper bound of the open time as probes keep failing.")
 
 
+CallbackStatus = Literal["delivered", "undelivered", "failed", "clicked", "replied"]
+
+
+class CallbackSecretAuth(_Strict):
+    """A shared secret the provider sends with every callback, in a header or a query parameter (put it in
+    the callback URL you give the provider: `https://you.example/callbacks/x?token=...`)."""
+
+    model_config = ConfigDict(json_schema_extra=_secret_alternatives("secret"))
+
+    type: Literal["secret"] = Field(description="`secret`.")
+    header: str | None = Field(default=None, min_length=1, description="Header that carries the secret.")
+    query: str | None = Field(default=None, min_length=1, description="Query parameter that carries the secret.")
+    secret: SecretStr = Field(description="The shared secret; or give `secret_file`.")
+    secret_file: str | None = Field(
+        default=None, description="File holding the secret, read at start-up (a trailing line break is dropped)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("secret",))
+
+    @model_validator(mode="after")
+    def _where(self) -> CallbackSecretAuth:
+        if (self.header is None) == (self.query is None):
+            raise ValueError("give exactly one of `header` and `query`")
+        if not self.secret.get_secret_value():
+            raise ValueError("`secret` is empty")
+        return self
+
+
+class CallbackBasicAuth(BasicAuth):
+    """HTTP Basic credentials the provider sends with every callback (`https://user:password@you.example/...`)."""
+
+
+class CallbackNoAuth(_Strict):
+    """No authentication: every callback is taken (only behind a gateway that authenticates them)."""
+
+    type: Literal["none"] = Field(description="`none`.")
+
+
+CallbackAuth = Annotated[CallbackNoAuth | CallbackSecretAuth | CallbackBasicAuth, Field(discriminator="type")]
+CALLBACK_AUTH_MODELS: tuple[type[BaseModel], ...] = (CallbackNoAuth, CallbackSecretAuth, CallbackBasicAuth)
+
+
+class CallbackConfig(_Strict):
+    """Delivery reports: how the provider's callbacks to `/callbacks/<provider>` read.
+
+    A location is a JSON pointer (`/status/type`) into a JSON report, or a field name (`MessageStatus`) of a
+    form or query-string callback. A JSON body holds one report or an array of them; `json_field` names a form
+    or query field whose value is such a JSON document (MSG91 `data`).
+    """
+
+    auth: CallbackAuth | None = Field(
+        default=None,
+        description="How callbacks authenticate, by `type`: `secret`, `basic` or `none`. Without it every "
+        "callback of this provider is refused (401).",
+    )
+    json_field: str | None = Field(
+        default=None, min_length=1, description="Form or query field whose value is the JSON report(s)."
+    )
+    reports: str | None = Field(
+        default=None,
+        description="JSON pointer to the report or array of reports inside a JSON document; default the document.",
+    )
+    message_id: str | None = Field(default=None, description="Location of the provider's message id.")
+    client_reference: str | None = Field(
+        default=None,
+        description="Location of our message id echoed back (the provider's client reference field, sent as "
+        "`$$MessageID`); correlates without memory.",
+    )
+    recipient: str | None = Field(default=None, description="Location of the recipient's number.")
+    status: str = Field(description="Location of the provider's status value.")
+    error_code: str | None = Field(default=None, description="Location of the provider's error code.")
+    statuses: dict[str, CallbackStatus] = Field(
+        min_length=1,
+        description="Provider status values (compared as text) and the status each becomes: `delivered`, "
+        "`undelivered`, `failed`, `clicked` or `replied`. A value not listed (`queued`, `sent`, ...) is "
+        "acknowledged and not published.",
+    )
+
+    @field_validator("reports")
+    @classmethod
+    def _pointer(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and not value.startswith("/"):
+            raise ValueError("a JSON pointer is empty or starts with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _ids(self) -> CallbackConfig:
+        if self.message_id is None and self.client_reference is None:
+            raise ValueError("give `message_id` or `client_reference` (or both)")
+        return self
+
+
 class ProviderConfig(_Strict):
     """One HTTP SMS provider, described as a request template.
 
@@ -402,6 +497,9 @@ class ProviderConfig(_Strict):
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries of failed attempts.")
     rate_limit: RateLimitConfig | None = Field(default=None, description="Requests and messages per second.")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker.")
+    callback: CallbackConfig | None = Field(
+        default=None, description="Delivery reports the provider posts to `/callbacks/<name>`; none = not taken."
+    )
 
     @field_validator("url")
     @classmethod
@@ -600,6 +698,25 @@ class ObservabilitySettings(_EnvFirstSettings):
     )
 
 
+class CallbackSettings(_EnvFirstSettings):
+    """Delivery-report endpoint memory bounds. Each option can be overridden by `SMS_CALLBACKS_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="SMS_CALLBACKS_", extra="forbid", frozen=True)
+
+    correlation_size: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="Sent messages remembered (least recently used first out) to correlate callbacks that carry "
+        "only the provider's message id; per instance, lost on restart.",
+    )
+    dedupe_size: int = Field(
+        default=200_000, ge=0, description="Recent delivery reports remembered to drop repeated callbacks."
+    )
+    publish_timeout_s: float = Field(
+        default=10.0, gt=0, description="A callback whose status Kafka has not acknowledged by then gets 503."
+    )
+
+
 class ServiceConfig(BaseModel):
     """The whole configuration file."""
 
@@ -608,6 +725,7 @@ class ServiceConfig(BaseModel):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
     providers: dict[str, ProviderConfig] = Field(min_length=1, description="Providers by name.")
 
     @field_validator("providers")

@@ -68,13 +68,21 @@ class Status(StrEnum):
     SENT = "sent"
     """The provider accepted the message."""
     FAILED = "failed"
-    """The provider refused the message, or retries ran out."""
+    """The provider refused the message, or retries ran out, or (a delivery report) it could not send it."""
     REJECTED = "rejected"
     """The send-request itself was invalid; it was never sent."""
     DISPATCH_ERROR = "dispatch_error"
     """The message could not be dispatched (for example, authentication with the provider failed)."""
     EXPIRED = "expired"
     """The message expired before it could be sent; it was not sent."""
+    DELIVERED = "delivered"
+    """Delivery report: the message reached the handset."""
+    UNDELIVERED = "undelivered"
+    """Delivery report: the network could not deliver the message."""
+    CLICKED = "clicked"
+    """Delivery report: the recipient opened a link of the message."""
+    REPLIED = "replied"
+    """Delivery report: the recipient answered the message."""
 
 
 class Encoding(StrEnum):
@@ -106,13 +114,24 @@ class Source(BaseModel):
 
 
 class DeliveryStatus(BaseModel):
-    """One status per message: the value of a record on the status topic (key = `message_id`)."""
+    """A status of a message: the value of a record on the status topic (key = `message_id`).
+
+    The pipeline publishes one (`sent`, `failed`, `rejected`, `dispatch_error` or `expired`) per message; a
+    provider's delivery reports add `delivered`, `undelivered`, `failed`, `clicked` or `replied` later. A
+    report that could not be matched to a message has no `message_id` and is keyed by `provider_message_id`.
+    """
 
     model_config = ConfigDict(frozen=True, title="DeliveryStatus")
 
     schema_version: int = Field(default=1, description="Version of this contract.")
-    message_id: str
-    campaign_id: str | None = Field(default=None, description="Null only for a rejected event that lacked it.")
+    message_id: str | None = Field(
+        description="Our message id; null only for a delivery report that could not be matched to a message."
+    )
+    campaign_id: str | None = Field(
+        default=None,
+        description="Null for a rejected event that lacked it, and for a delivery report whose message is not "
+        "remembered (see `provider_message_id`).",
+    )
     provider: str | None = Field(default=None, description="Null only for a rejected event that lacked it.")
     to: str | None = Field(default=None, description="Recipient; null only for a rejected event that lacked it.")
     status: Status
@@ -132,8 +151,10 @@ class DeliveryStatus(BaseModel):
     batch_id: str | None = Field(default=None, description="Id of the provider request batch it was sent in.")
     batch_size: int | None = Field(default=None, ge=1, description="Number of messages in that batch.")
     created_at: datetime | None = Field(default=None, description="When the send-request was created.")
-    completed_at: datetime = Field(description="When this status was decided.")
-    source: Source
+    completed_at: datetime = Field(description="When this status was decided (a delivery report: received).")
+    source: Source | None = Field(
+        description="Where the send-request was read from; null for a delivery report (it came from a callback)."
+    )
     metadata: dict[str, Any] | None = None
 
 

@@ -16,6 +16,10 @@ from schemas.config import (
     BasicAuth,
     BatchConfig,
     BreakerConfig,
+    CallbackBasicAuth,
+    CallbackConfig,
+    CallbackSecretAuth,
+    CallbackSettings,
     KafkaSettings,
     OAuth2Auth,
     ObservabilitySettings,
@@ -35,6 +39,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("kafka", KafkaSettings),
     ("pipeline", PipelineSettings),
     ("observability", ObservabilitySettings),
+    ("callbacks", CallbackSettings),
     ("providers.<name>", ProviderConfig),
     ("providers.<name>.auth (type: basic)", BasicAuth),
     ("providers.<name>.auth (type: oauth2)", OAuth2Auth),
@@ -44,6 +49,9 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("providers.<name>.retry", RetryConfig),
     ("providers.<name>.rate_limit", RateLimitConfig),
     ("providers.<name>.breaker", BreakerConfig),
+    ("providers.<name>.callback", CallbackConfig),
+    ("providers.<name>.callback.auth (type: secret)", CallbackSecretAuth),
+    ("providers.<name>.callback.auth (type: basic)", CallbackBasicAuth),
 ]
 MODELS: dict[str, type[BaseModel]] = {
     "send-request.schema.json": SendRequest,

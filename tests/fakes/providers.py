@@ -20,7 +20,7 @@ import hmac
 import itertools
 import re
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 import orjson
 from aiohttp import web
@@ -64,6 +64,8 @@ class FakeProvider:
         self.problems: list[str] = []
         self.issued: dict[str, str] = {}
         self.refused: set[str] = set()
+        self.references: dict[str, str] = {}
+        """Recipient (E.164) -> the client reference the request carried for it (our message id)."""
         self._ids = itertools.count(1)
 
     def app(self) -> web.Application:
@@ -126,6 +128,14 @@ class FakeProvider:
     async def answer(self, request: web.Request, body: bytes) -> web.Response:
         raise NotImplementedError
 
+    def callback(self, to: str, delivered: bool = True, provider_id: str | None = None) -> tuple[str, bytes]:
+        """The delivery report this provider sends for the message it accepted for `to`: (content type, body).
+        `provider_id` overrides the id it issued (a report for a message this service never sent)."""
+        raise NotImplementedError(f"{self.name} documents no delivery reports")
+
+    def _id_of(self, to: str, provider_id: str | None) -> str:
+        return provider_id if provider_id is not None else self.issued[e164(to)]
+
 
 class BulkSMS(FakeProvider):
     """JSON REST API v1: an array of message objects; 201 with one message object per input, in order."""
@@ -161,6 +171,8 @@ class BulkSMS(FakeProvider):
                 status = {"id": "FAILED.UNROUTABLE", "type": "FAILED", "subtype": "UNROUTABLE"}
             else:
                 self.accept(m["to"], mid)
+                if m.get("userSuppliedId"):
+                    self.references[m["to"]] = m["userSuppliedId"]
                 status = {"id": "ACCEPTED.null", "type": "ACCEPTED", "subtype": None}
             out.append(
                 {
@@ -622,6 +634,118 @@ class Sinch(FakeProvider):
             201,
         )
 
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def _form(fields: dict[str, str]) -> tuple[str, bytes]:
+    return FORM, urlencode(fields).encode()
+
+
+def _bulksms_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    status = {"id": "DELIVERED.null", "type": "DELIVERED", "subtype": None}
+    if not delivered:
+        status = {"id": "FAILED.ABSENT", "type": "FAILED", "subtype": "ABSENT_SUBSCRIBER"}
+    report = {
+        "id": self._id_of(to, provider_id),
+        "type": "SENT",
+        "to": to,
+        "status": status,
+        "userSuppliedId": self.references.get(to),
+        "numberOfParts": 1,
+    }
+    return "application/json", orjson.dumps([report])
+
+
+def _exotel_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    national = "0" + to[3:] if to.startswith("+91") else to
+    return _form(
+        {
+            "SmsSid": self._id_of(to, provider_id),
+            "To": national,
+            "Status": "sent" if delivered else "failed",
+            "DetailedStatus": "DELIVERED_TO_HANDSET" if delivered else "FAILED_ABSENT_SUBSCRIBER",
+            "DetailedStatusCode": "20005" if delivered else "30007",
+            "DateSent": "2026-01-01 10:00:00",
+        }
+    )
+
+
+def _msg91_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    report = {
+        "requestId": self._id_of(to, provider_id),
+        "number": to.lstrip("+"),
+        "status": "1" if delivered else "2",
+        "desc": "DELIVERED" if delivered else "FAILED",
+        "failedReason": "" if delivered else "Absent subscriber",
+        "date": "2026-01-01 10:00:00",
+    }
+    return _form({"data": orjson.dumps([report]).decode()})
+
+
+def _plivo_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    return _form(
+        {
+            "MessageUUID": self._id_of(to, provider_id),
+            "To": to.lstrip("+"),
+            "From": "ACME",
+            "Status": "delivered" if delivered else "undelivered",
+            "ErrorCode": "000" if delivered else "200",
+            "TotalRate": "0.0035",
+            "Units": "1",
+        }
+    )
+
+
+def _textlocal_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    return _form(
+        {
+            "number": to.lstrip("+"),
+            "status": "D" if delivered else "U",
+            "customID": provider_id or self.references.get(to, ""),
+            "datetime": "2026-01-01 10:00:00",
+        }
+    )
+
+
+def _twilio_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    fields = {
+        "MessageSid": self._id_of(to, provider_id),
+        "SmsSid": self._id_of(to, provider_id),
+        "AccountSid": self.credentials.get("sid", "AC"),
+        "To": to,
+        "From": "ACME",
+        "MessageStatus": "delivered" if delivered else "undelivered",
+        "SmsStatus": "delivered" if delivered else "undelivered",
+        "ApiVersion": "2010-04-01",
+    }
+    if not delivered:
+        fields["ErrorCode"] = "30003"
+    return _form(fields)
+
+
+def _sinch_callback(self: FakeProvider, to: str, delivered: bool = True, provider_id: str | None = None):
+    report = {
+        "type": "recipient_delivery_report_sms",
+        "batch_id": self._id_of(to, provider_id),
+        "recipient": to.lstrip("+"),
+        "code": 0 if delivered else 401,
+        "status": "Delivered" if delivered else "Failed",
+        "at": "2026-01-01T10:00:00.000Z",
+    }
+    return "application/json", orjson.dumps(report)
+
+
+for _cls, _builder in (
+    (BulkSMS, _bulksms_callback),
+    (Exotel, _exotel_callback),
+    (MSG91, _msg91_callback),
+    (Plivo, _plivo_callback),
+    (TextLocal, _textlocal_callback),
+    (Twilio, _twilio_callback),
+    (Sinch, _sinch_callback),
+):
+    _cls.callback = _builder  # type: ignore[method-assign,assignment]
 
 FAKES: dict[str, type[FakeProvider]] = {
     cls.name: cls
