@@ -69,8 +69,9 @@ def tune_gc() -> None:
     """Fewer, cheaper garbage collections: the pipeline allocates many short-lived objects per message, and
     with the default thresholds the collector's full passes over the (bounded) pending messages cost more
     than the work itself. Objects alive at start-up are frozen out of the collector's scans."""
+    gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(50_000, 50, 100)
 
 
 async def _stop_bounded(stopping: Any, what: str) -> None:

@@ -78,7 +78,8 @@ def status_record(
         else {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
         "metadata": metadata,
     }
-    return (message_id or key or "").encode(), orjson.dumps(value, option=orjson.OPT_UTC_Z)
+    # Copied: the bytes orjson returns keep a 4 KiB buffer alive each until Kafka acknowledged the record.
+    return (message_id or key or "").encode(), bytes(memoryview(orjson.dumps(value, option=orjson.OPT_UTC_Z)))
 
 
 def dlq_headers(origin: Origin, code: str, message: str) -> list[tuple[str, bytes]]:
@@ -101,7 +102,7 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
 
-BATCH_API_MIN = 32
+BATCH_API_MIN = 64
 """From this many statuses in one publish on, the batch API is used."""
 
 
@@ -140,6 +141,9 @@ class StatusPublisher:
         self._dlq_topic = dlq_topic
         self._partitions: list[int] | None = None
         self._partitioner = DefaultPartitioner()
+        # The producer queues one batch per partition at a time and its wait for a free slot gives up early
+        # when many tasks wait together (a KafkaTimeoutError, then a re-publish): batch sends take turns.
+        self._batch_turn = asyncio.Lock()
 
     async def publish(self, statuses: Sequence[tuple[bytes, bytes]], dead_letters: Sequence[DeadLetter] = ()) -> None:
         """Send all records and wait for their acknowledgements; raises if any record failed."""
@@ -149,7 +153,8 @@ class StatusPublisher:
             futures.append(await producer.send(self._dlq_topic, letter.value, key=letter.key, headers=letter.headers))
         if len(statuses) >= BATCH_API_MIN:
             try:
-                futures += await self._send_statuses(statuses)
+                async with self._batch_turn:
+                    futures += await self._send_statuses(statuses)
             except BaseException:
                 self._partitions = None  # the topic may have changed: look its partitions up again
                 raise

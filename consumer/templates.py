@@ -92,7 +92,8 @@ def message_values(request: SendRequest) -> dict[str, Any]:
 def dumps(value: Any) -> bytes:
     """JSON-encode a rendered value; values JSON cannot carry (e.g. integers beyond 64 bits) are render errors."""
     try:
-        return orjson.dumps(value)
+        # Copied: the bytes orjson returns keep a 4 KiB buffer alive each, which pending messages multiply.
+        return bytes(memoryview(orjson.dumps(value)))
     except TypeError as exc:
         raise RenderError(f"a value cannot be encoded as JSON: {exc}", code="unencodable_value") from None
 
