@@ -35,6 +35,10 @@ soak: $(STAMP)
 	SMS_FAULT_KILLS=20 $(BIN)/pytest -q -s tests/faults
 	$(BIN)/pytest -q -m slow
 
+## Benchmarks on a fresh local broker: prints a table, writes bench/results/<time>.json (ARGS="--smoke", ...).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate
 

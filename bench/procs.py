@@ -1,0 +1,178 @@
+"""Child processes of the benchmark: starting them tied to our life, waiting until they serve, stopping them,
+and reading their CPU time and memory from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: children run there, so `python -m bench...` and `python -m consumer` resolve."""
+
+_PR_SET_PDEATHSIG = 1
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A `preexec_fn` that kills the child when the benchmark dies, even by SIGKILL (Linux)."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def setup() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return setup
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child: ours, without service overrides that would change what is measured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMS_")}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """CPU seconds (user + system, all threads) and resident memory of a process."""
+
+    cpu_s: float
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
+def usage(pid: int) -> Usage | None:
+    """Read `/proc/<pid>`; None when the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of stat)
+    rss = peak = 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return Usage(cpu, rss, peak)
+
+
+class Child:
+    """One child process, its output going to a log file."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+        self.peak_rss = 0
+
+    @classmethod
+    async def start(
+        cls,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> Child:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=cwd,
+                env=child_env(env),
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        return cls(name, process, log_path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    def usage(self) -> Usage | None:
+        found = usage(self.pid) if self.alive else None
+        if found is not None:
+            self.peak_rss = max(self.peak_rss, found.peak_rss_bytes)
+        return found
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+    def check_alive(self) -> None:
+        if not self.alive:
+            raise RuntimeError(
+                f"{self.name} exited with code {self.process.returncode}; log {self.log_path}:\n{self.log_tail()}"
+            )
+
+    async def wait_for_line(self, text: str, timeout: float) -> None:
+        """Wait until the child's log holds `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_tail(100_000):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not print {text!r} within {timeout:g} s; log {self.log_path}")
+            await asyncio.sleep(0.05)
+
+    async def wait_http_ok(self, url: str, timeout: float) -> None:
+        """Wait until `GET url` answers 2xx."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                self.check_alive()
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+                        if 200 <= response.status < 300:
+                            return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} not ready at {url} within {timeout:g} s; log {self.log_path}")
+                await asyncio.sleep(0.1)
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Ask the child to stop; kill it if it has not within `timeout`. Returns its exit code."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            return await self.process.wait()
