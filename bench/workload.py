@@ -17,10 +17,10 @@ from datetime import datetime
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consumer.testing import create_topics as create_kafka_topics
 
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
-_TOPIC_OK = (0, 36)  # NONE, TOPIC_ALREADY_EXISTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,36 +33,11 @@ class Topics:
 
 async def create_topics(bootstrap: str, topics: Topics) -> None:
     """Create the three topics of a scenario and wait until every partition has a leader."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        brokers = (await admin.describe_cluster())["brokers"]
-        replication = 3 if len(brokers) >= 3 else 1
-        wanted = {topics.input: topics.partitions, topics.status: topics.partitions, topics.dlq: 1}
-        response = await admin.create_topics(
-            [
-                NewTopic(name, count, replication, topic_configs=APPEND_TIME if name != topics.dlq else {})
-                for name, count in wanted.items()
-            ]
-        )
-        failed = [entry for entry in response.topic_errors if entry[1] not in _TOPIC_OK]
-        if failed:
-            raise RuntimeError(f"creating topics failed: {failed}")
-        deadline = time.monotonic() + 30
-        while True:
-            described = await admin.describe_topics(list(wanted))
-            if all(
-                t["error_code"] == 0
-                and len(t["partitions"]) == wanted[t["topic"]]
-                and all(p["leader"] >= 0 for p in t["partitions"])
-                for t in described
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topics without leaders after 30 s: {described}")
-            await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
+    await create_kafka_topics(
+        bootstrap,
+        {topics.input: topics.partitions, topics.status: topics.partitions, topics.dlq: 1},
+        topic_configs={topics.input: APPEND_TIME, topics.status: APPEND_TIME},
+    )
 
 
 CAMPAIGNS = 4

@@ -35,11 +35,14 @@ async def create_topics(
     *,
     replication_factor: int | None = None,
     connection: Connection = None,
+    topic_configs: Mapping[str, dict[str, str]] | None = None,
 ) -> None:
     """Create `{name: partitions}` (existing ones are kept) and wait until every partition has a leader.
 
-    The replication factor is 3 on clusters of three or more brokers, else 1.
+    The replication factor is 3 on clusters of three or more brokers, else 1. `topic_configs` gives topic
+    settings by name (e.g. `message.timestamp.type`).
     """
+    configs = topic_configs or {}
     admin = AIOKafkaAdminClient(**_client_options(bootstrap, connection), request_timeout_ms=30000)
     await admin.start()
     try:
@@ -47,7 +50,10 @@ async def create_topics(
             brokers = (await admin.describe_cluster())["brokers"]
             replication_factor = 3 if len(brokers) >= 3 else 1
         response = await admin.create_topics(
-            [NewTopic(name, partitions, replication_factor) for name, partitions in topics.items()]
+            [
+                NewTopic(name, partitions, replication_factor, topic_configs=configs.get(name, {}))
+                for name, partitions in topics.items()
+            ]
         )
         failed = [entry for entry in response.topic_errors if entry[1] not in _TOPIC_ERRORS_OK]
         if failed:
