@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import socket
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
+from consumer.devbroker import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: children run there, so `python -m bench...` and `python -m consumer` resolve."""
 
-_PR_SET_PDEATHSIG = 1
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -29,22 +29,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A `preexec_fn` that kills the child when the benchmark dies, even by SIGKILL (Linux)."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def setup() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return setup
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -111,7 +95,7 @@ class Child:
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=cwd,
                 env=child_env(env),
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         return cls(name, process, log_path)
 

@@ -203,8 +203,9 @@ def _download(mvn: str, version: str, dest: Path) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
-    """Build a ``preexec_fn`` that ties the child's life to the spawning thread."""
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """Build a ``preexec_fn`` that kills the child when its parent (the spawning thread, on Linux) dies,
+    even by SIGKILL."""
     prctl: Any = None
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -840,7 +841,7 @@ class KafkaCluster:
     def _popen(self, cmd: list[str], out: Any) -> subprocess.Popen[bytes]:
         if self._spawner is None:
             self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-spawner")
-        setup = _child_setup(os.getpid())
+        setup = die_with_parent(os.getpid())
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
