@@ -124,8 +124,12 @@ class ProviderSender:
         self._sleep = sleep
         self._rng = rng or random.Random()
 
-    async def _gate(self, count: int) -> None:
-        """Wait until the provider may be sent to: a Retry-After pause, the breaker, then the rate limits."""
+    async def _gate(self, count: int) -> bool:
+        """Wait until the provider may be sent to: a Retry-After pause, the breaker, then the rate limits.
+
+        Returns True when this attempt is the one probe let through after a 429.
+        """
+        probe = False
         while True:
             now = self._clock()
             if now < self._pause_until:
@@ -136,17 +140,20 @@ class ProviderSender:
                     self._breaker_changed.clear()
                     await self._breaker_changed.wait()
                     continue
-                self._throttle_probe = True
+                self._throttle_probe = probe = True
             wait = self.breaker.wait(now)
             if wait is None:  # a probe is under way: wait for its outcome
                 self._breaker_changed.clear()
                 await self._breaker_changed.wait()
                 continue
             if wait > 0:
+                if probe:  # not going yet: let the probe go to whoever gets here first after the wait
+                    self._throttle_probe = probe = False
                 await self._sleep(wait)
                 continue
             break
         await self._throttle(count)
+        return probe
 
     async def _throttle(self, count: int) -> None:
         """Wait for the rate limits to allow one more request carrying `count` messages."""
@@ -159,13 +166,19 @@ class ProviderSender:
         if delay > 0:
             await self._sleep(delay)
 
-    def _record(self, ok: bool | None, status: int | None = None) -> None:
-        """Tell the breaker how an attempt went (None: no verdict on the provider, e.g. it was never reached)."""
+    def _record(self, ok: bool | None, status: int | None = None, probe: bool = False) -> None:
+        """Tell the breaker how an attempt went (None: no verdict on the provider, e.g. it was never reached).
+
+        `probe`: the attempt was the probe after a 429; only its end lets the next probe go, so requests that
+        were already in flight when the 429 came do not open the gate for more.
+        """
         if status == 429:
             self._throttled = True
         elif ok is not None:
             self._throttled = False
-        self._throttle_probe = False
+            self._throttle_probe = False
+        if probe:
+            self._throttle_probe = False
         breaker = self.breaker
         before = breaker.opened_count
         if ok is None:
@@ -192,17 +205,18 @@ class ProviderSender:
         status: int | None = None
         while True:
             attempt += 1
-            await self._gate(count)
+            probe = await self._gate(count)
             if deadline is not None and self._clock() >= deadline:
+                self._record(None, probe=probe)
                 expired = RecordOutcome(False, None, "expired", "expired before the provider could take it")
                 return SendResult([expired] * count, sent, status)
             try:
                 result = await self._attempt(request, count, sent)
             except BaseException:
-                self._record(None)
+                self._record(None, probe=probe)
                 raise
             outcome, status, retry_after, verdict, sent = result
-            self._record(verdict, status)
+            self._record(verdict, status, probe)
             if isinstance(outcome, SendResult):
                 return outcome
             failure = outcome

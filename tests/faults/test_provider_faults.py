@@ -106,13 +106,15 @@ async def test_retry_after_slows_the_service_to_the_providers_pace(kafka_bootstr
         await produce(kafka_bootstrap, kafka["input_topic"], events(200))
         service.start()
         await wait_for(lambda: provider.requests >= 1, timeout=60, what="the first request")
+        # Requests already in flight when the first 429 came back land in the first second: measure after it.
+        await asyncio.sleep(1.5)
         start = provider.requests
         await asyncio.sleep(3.2)
         throttled = provider.requests - start
         # Ten batches retrying on their own would make dozens of requests in 3 s; the provider-wide pause lets
         # one probe through per Retry-After period.
         print(f"\nthrottled requests in 3.2 s: {throttled}")
-        assert throttled <= 6, throttled
+        assert throttled <= 5, throttled
         provider.mode = "ok"
         statuses = await collect(kafka_bootstrap, kafka["status_topic"], 200, timeout=60, distinct="message_id")
         assert {s["status"] for s in statuses} == {"sent"}
