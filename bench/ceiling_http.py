@@ -18,6 +18,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from consumer import loop
+
 _HEADER = struct.Struct("<II")
 
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--content-type", default="application/json; charset=utf-8")
     args = parser.parse_args(argv)
     bodies = read_bodies(args.bodies)
-    result = asyncio.run(post_all(args.url, bodies, args.concurrency, args.content_type))
+    result = loop.run(post_all(args.url, bodies, args.concurrency, args.content_type))
     print("RESULT " + orjson.dumps(result).decode(), flush=True)
     return 0
 

@@ -29,6 +29,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer import loop
+
 
 class _Ready(ConsumerRebalanceListener):
     def __init__(self, ready: asyncio.Event) -> None:
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pending", type=int, default=20_000)
     parser.add_argument("--api", choices=("send", "batch"), default="send")
     args = parser.parse_args(argv)
-    asyncio.run(run(args))
+    loop.run(run(args))
     return 0
 
 

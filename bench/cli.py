@@ -10,7 +10,6 @@ target is reported, not fatal.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import os
 import platform
@@ -26,6 +25,7 @@ import orjson
 from bench.procs import ROOT
 from bench.report import document, notes, problems, table, targets
 from bench.suite import Options, run_suite
+from consumer import loop
 
 SCENARIOS = ("a", "b", "c", "d", "e", "linger")
 NOISE = (
@@ -113,12 +113,6 @@ def _meta(bootstrap: str, fresh: bool) -> dict[str, Any]:
         crecords = True
     except ImportError:
         crecords = False
-    try:
-        import uvloop  # noqa: F401
-
-        uvloop_present = True
-    except ImportError:
-        uvloop_present = False
     return {
         "started_at": datetime.now(UTC).isoformat(),
         "commit": _git("rev-parse", "HEAD"),
@@ -128,7 +122,7 @@ def _meta(bootstrap: str, fresh: bool) -> dict[str, Any]:
         "load_average_before": os.getloadavg(),
         "broker": "fresh local broker" if fresh else bootstrap,
         "aiokafka_c_extension": crecords,
-        "uvloop": uvloop_present,
+        "uvloop": loop.uvloop_available(),
     }
 
 
@@ -162,7 +156,7 @@ def execute(args: argparse.Namespace) -> tuple[int, dict[str, Any], Path]:
         opts = options(args, bootstrap, workdir)
         meta = _meta(bootstrap, cluster is not None)
         started = time.monotonic()
-        rows = asyncio.run(run_suite(opts, progress=lambda line: print(line, flush=True)))
+        rows = loop.run(run_suite(opts, progress=lambda line: print(line, flush=True)))
         meta["seconds"] = round(time.monotonic() - started, 1)
         meta["load_average_after"] = os.getloadavg()
     finally:

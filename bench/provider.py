@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import orjson
 
+from consumer import loop
+
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 411: b"Length Required"}
 _MAX_HEAD = 64 * 1024
 
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.latency_ms / 1000))
+    loop.run(serve(args.host, args.port, args.latency_ms / 1000))
     return 0
 
 

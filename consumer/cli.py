@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,9 @@ def _run(args: argparse.Namespace) -> int:
         service.install_signal_handlers()
         await service.run()
 
-    try:
-        import uvloop
+    from consumer.loop import run
 
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    run(main())
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from consumer import loop
 from consumer.app import Service
 from consumer.config import parse_config
 from consumer.demo_provider import DemoProvider, serve
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = cluster.bootstrap_servers
         print(f"broker ready at {bootstrap}", flush=True)
     try:
-        summary = asyncio.run(run_demo(bootstrap, args.messages))
+        summary = loop.run(run_demo(bootstrap, args.messages))
     finally:
         if cluster is not None:
             cluster.stop()

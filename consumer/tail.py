@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from consumer import loop
 from consumer.config import format_validation_error
 from consumer.errors import ConfigError, SmsConsumerError
 from consumer.kafka_client import connection_failure, connection_kwargs, describe
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 loop.remove_signal_handler(sig)
 
     try:
-        asyncio.run(run())
+        loop.run(run())
     except (ConfigError, SmsConsumerError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
