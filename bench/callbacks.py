@@ -15,7 +15,9 @@ import os
 import statistics
 import time
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+from consumer import loop
 from consumer.app import Service
 from consumer.config import parse_config
 from consumer.testing import collect, create_topics, wait_for
@@ -24,49 +26,93 @@ from tests.support import kafka_section
 TOKEN = "bench-callback-token"
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection that reads whole responses (status line, headers, Content-Length
+    body) and hands each status code to the request waiting for it. A load generator this small costs a
+    fraction of a full HTTP client's CPU, which the service under test needs on a small machine."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[int] | None = None
+        self._buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self._buffer[:end].lower()
+        at = head.find(b"content-length:")
+        length = int(head[at + 15 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+        if len(self._buffer) < end + 4 + length:
+            return
+        code = int(self._buffer[9:12])
+        self._buffer = self._buffer[end + 4 + length :]
+        self._wake(code)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._wake(0)
+
+    def _wake(self, code: int) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(code)
+
+
 def _fire(url: str, rate: float, seconds: float, concurrency: int, first: int, step: int, out: Any) -> None:
-    """A load generator (a child process): `rate` callbacks per second on a fixed schedule, ids `first`,
-    `first + step`, ..."""
-    import aiohttp
+    """A load generator (a child process): `rate` callbacks per second on a fixed schedule over `concurrency`
+    keep-alive connections, provider ids `first`, `first + step`, ... A callback whose time has come while
+    every connection is busy goes out as soon as one is free (so a slow service shows as latency)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = f"{parts.path}?{urlencode({'token': TOKEN})}"
+    prefix = (
+        f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+    ).encode()
+
+    def request(i: int) -> bytes:
+        body = urlencode(
+            {"MessageSid": f"SMbench{first + i * step:09d}", "To": "+14155550100", "MessageStatus": "delivered"}
+        ).encode()
+        return prefix + str(len(body)).encode() + b"\r\n\r\n" + body
 
     async def run() -> None:
+        loop = asyncio.get_running_loop()
         total = int(rate * seconds)
         latencies: list[float] = []
         failures: dict[int, int] = {}
-        gate = asyncio.Semaphore(concurrency)
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as http:
+        began = time.perf_counter()
 
-            async def one(i: int) -> None:
-                sid = f"SMbench{first + i * step:09d}"
-                body = {"MessageSid": sid, "To": "+14155550100", "MessageStatus": "delivered"}
-                start = time.perf_counter()
-                try:
-                    async with http.post(url, data=body, params={"token": TOKEN}) as response:
-                        await response.read()
-                        code = response.status
-                except aiohttp.ClientError:
-                    code = 0
-                finally:
-                    gate.release()
-                if code == 200:
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    failures[code] = failures.get(code, 0) + 1
+        async def worker(w: int) -> None:
+            transport, connection = await loop.create_connection(_Connection, host, port)
+            try:
+                for i in range(w, total, concurrency):
+                    delay = began + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if connection.transport is None or connection.transport.is_closing():
+                        transport, connection = await loop.create_connection(_Connection, host, port)
+                    connection.waiter = loop.create_future()
+                    start = time.perf_counter()
+                    transport.write(request(i))
+                    code = await connection.waiter
+                    if code == 200:
+                        latencies.append(time.perf_counter() - start)
+                    else:
+                        failures[code] = failures.get(code, 0) + 1
+            finally:
+                transport.close()
 
-            tasks = []
-            began = time.perf_counter()
-            for i in range(total):
-                delay = began + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await gate.acquire()
-                tasks.append(asyncio.create_task(one(i)))
-            await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - began
+        await asyncio.gather(*(worker(w) for w in range(min(concurrency, total))))
+        elapsed = time.perf_counter() - began
         out.send({"total": total, "ok": len(latencies), "failures": failures, "elapsed": elapsed, "lat": latencies})
 
-    asyncio.run(run())
+    loop.run(run())
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -152,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=256, help="callbacks in flight at most")
-    parser.add_argument("--processes", type=int, default=3, help="load-generating processes")
+    parser.add_argument(
+        "--concurrency", type=int, default=128, help="callbacks in flight at most (keep-alive connections)"
+    )
+    parser.add_argument("--processes", type=int, default=1, help="load-generating processes")
     parser.add_argument("--partitions", type=int, default=3, help="partitions of the status topic")
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="Kafka to use"
     )
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    return loop.run(main_async(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -34,7 +35,20 @@ log = structlog.get_logger("consumer.callbacks")
 
 
 def _answer(status: int, **body: Any) -> web.Response:
-    return web.json_response(body, status=status)
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+class _Batch:
+    """Status records of several callbacks published together, and the answer they all wait for."""
+
+    __slots__ = ("deadline", "done", "providers", "records")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.deadline = loop.time() + timeout
+        """The first callback's deadline: it waits for the publish before it, then publishes in what is left."""
+        self.records: list[tuple[bytes, bytes]] = []
+        self.providers: set[str] = set()
+        self.done: asyncio.Future[bool] = loop.create_future()
 
 
 class CallbackEndpoint:
@@ -48,6 +62,10 @@ class CallbackEndpoint:
         self._seen = SeenReports(settings.dedupe_size)
         self._in_flight: dict[Hashable, asyncio.Future[bool]] = {}
         self._publisher: StatusPublisher | None = None
+        # Callbacks arriving while a publish is in flight are published together by the next one.
+        self._next: _Batch | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self._counters: dict[tuple[str, str], Any] = {}
         for name, config in self._configs.items():
             if config.auth is None:
                 log.warning("callbacks of this provider have no `auth`: every one is refused", provider=name)
@@ -78,7 +96,10 @@ class CallbackEndpoint:
 
     def _count(self, provider: str, result: str, n: int = 1) -> None:
         if n:
-            self._metrics.callbacks.labels(provider, result).inc(n)
+            counter = self._counters.get((provider, result))
+            if counter is None:
+                counter = self._counters[provider, result] = self._metrics.callbacks.labels(provider, result)
+            counter.inc(n)
 
     async def handle(self, request: web.Request) -> web.Response:
         provider = request.match_info["provider"]
@@ -132,7 +153,7 @@ class CallbackEndpoint:
         if records:
             ok = False
             try:
-                ok = await self._publish(publisher, provider, records)
+                ok = await self._publish(provider, records)
             finally:
                 for done_key in mine:
                     self._in_flight.pop(done_key).set_result(ok)
@@ -147,12 +168,44 @@ class CallbackEndpoint:
             self._count(provider, result, n)
         return _answer(200, **counts)
 
-    async def _publish(self, publisher: StatusPublisher, provider: str, records: list[tuple[bytes, bytes]]) -> bool:
+    async def _publish(self, provider: str, records: list[tuple[bytes, bytes]]) -> bool:
+        """Publish with the other callbacks of the moment: one publish at a time, and every callback that
+        arrives meanwhile joins the next one (one batch send for many callbacks instead of one send each)."""
+        batch = self._next
+        if batch is None:
+            batch = self._next = _Batch(asyncio.get_running_loop(), self._settings.publish_timeout_s)
+        batch.records += records
+        batch.providers.add(provider)
+        if self._flush_task is None:
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
+        return await asyncio.shield(batch.done)
+
+    async def _flush(self) -> None:
         try:
-            await asyncio.wait_for(publisher.publish(records), self._settings.publish_timeout_s)
+            while (batch := self._next) is not None:
+                self._next = None
+                ok = False
+                try:
+                    ok = await self._publish_batch(batch)
+                finally:
+                    batch.done.set_result(ok)
+        finally:
+            self._flush_task = None
+            if (left := self._next) is not None:  # cancelled: nothing will publish these
+                self._next = None
+                left.done.set_result(False)
+
+    async def _publish_batch(self, batch: _Batch) -> bool:
+        publisher = self._publisher
+        if publisher is None:
+            return False
+        try:
+            async with asyncio.timeout_at(batch.deadline):
+                await publisher.publish(batch.records)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("publishing delivery reports failed", provider=provider, error=type(exc).__name__)
+            providers = sorted(batch.providers)
+            log.warning("publishing delivery reports failed", providers=providers, error=type(exc).__name__)
             return False
         return True

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -105,14 +105,28 @@ def _is_json(content_type: str) -> bool:
     return kind == "application/json" or kind.endswith("+json") or kind == "text/json"
 
 
+def parse_form(text: str) -> dict[str, str]:
+    """URL-encoded fields (`a=1&b=x+y`), blank values kept, the last of a repeated name wins: what
+    `urllib.parse.parse_qsl` gives, without its cost for the plain fields most callbacks carry."""
+    fields = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            name, value = unquote_plus(name), unquote_plus(value)
+        fields[name] = value
+    return fields
+
+
 def _fields(content_type: str, body: bytes, query: Mapping[str, str], drop: str | None) -> dict[str, str]:
     """Query parameters and form fields (the body's win), without the one that carries the secret."""
     fields = dict(query)
     kind = content_type.split(";")[0].strip().lower()
     if body and kind in ("application/x-www-form-urlencoded", ""):
         try:
-            fields.update(parse_qsl(body.decode(), keep_blank_values=True))
-        except (UnicodeDecodeError, ValueError):
+            fields.update(parse_form(body.decode()))
+        except UnicodeDecodeError:
             raise MalformedCallback("the form body is not UTF-8 URL-encoded text") from None
     elif body:
         raise MalformedCallback(f"unsupported content type {kind!r}")

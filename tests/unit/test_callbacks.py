@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.callbacks import (
     MalformedCallback,
@@ -15,6 +18,7 @@ from consumer.callbacks import (
     authenticated,
     correlate,
     dedupe_key,
+    parse_form,
     read_reports,
     report_status,
     same_number,
@@ -236,3 +240,14 @@ def test_presets_with_delivery_reports_read_their_fakes_callbacks(name):
         if name != "textlocal":
             assert report.provider_message_id == f"{name}-id"
         assert report.recipient is None or same_number(report.recipient, "+919812345678")
+
+
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), max_size=6))
+def test_form_parsing_reads_what_urlencode_wrote_as_parse_qsl_does(pairs):
+    text = urlencode(pairs)
+    assert parse_form(text) == dict(parse_qsl(text, keep_blank_values=True)) == dict(pairs)
+
+
+@given(st.text(alphabet="ab=&%+2Fc0é ", max_size=30))
+def test_form_parsing_matches_parse_qsl_on_any_text(text):
+    assert parse_form(text) == dict(parse_qsl(text, keep_blank_values=True))
