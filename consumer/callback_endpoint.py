@@ -20,6 +20,7 @@ from consumer.callbacks import (
     SeenReports,
     SentMessage,
     SentStore,
+    SignedRequest,
     authenticated,
     correlate,
     dedupe_key,
@@ -29,7 +30,7 @@ from consumer.callbacks import (
 from consumer.dispatcher import SentHook
 from consumer.metrics import Metrics
 from consumer.status import StatusPublisher
-from schemas.config import CallbackConfig, CallbackSecretAuth, CallbackSettings
+from schemas.config import CallbackConfig, CallbackSecretAuth, CallbackSettings, CallbackTwilioAuth
 
 log = structlog.get_logger("consumer.callbacks")
 
@@ -107,14 +108,18 @@ class CallbackEndpoint:
         if config is None:
             return _answer(404, error="no provider with callbacks has this name")
         auth = config.auth
-        if not authenticated(auth, request.headers, request.query):
+        body = await request.read()
+        signed = None
+        if isinstance(auth, CallbackTwilioAuth):
+            url = f"{request.scheme}://{request.host}{request.raw_path}"
+            signed = SignedRequest(url, request.content_type if body else "", body)
+        if not authenticated(auth, request.headers, request.query, signed):
             self._count(provider, "unauthorized")
             log.warning("callback refused: not authenticated", provider=provider)
             basic = auth is not None and auth.type == "basic"
             headers = {"WWW-Authenticate": 'Basic realm="callbacks"'} if basic else {}
             return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
         secret_parameter = auth.query if isinstance(auth, CallbackSecretAuth) else None
-        body = await request.read()
         try:
             reports = read_reports(config, request.content_type if body else "", body, request.query, secret_parameter)
         except MalformedCallback as exc:

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 import orjson
 
 from consumer.responses import digits, resolve_pointer
 from consumer.status import status_record
-from schemas.config import CallbackBasicAuth, CallbackConfig, CallbackNoAuth, CallbackSecretAuth
+from schemas.config import (
+    CallbackBasicAuth,
+    CallbackConfig,
+    CallbackNoAuth,
+    CallbackSecretAuth,
+    CallbackTwilioAuth,
+)
 from schemas.events import Status
 
 MIN_SUFFIX_DIGITS = 7
@@ -69,18 +76,83 @@ class Correlation:
 # -- authentication ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """What a request signature covers: the URL as the provider called it, and the body."""
+
+    url: str
+    """Scheme, host, path and query string, as received (percent-escapes kept)."""
+    content_type: str
+    body: bytes
+
+
+def _with_and_without_default_port(url: str) -> list[str]:
+    """The URL as given, and with its scheme's default port added or dropped: providers sign either form."""
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    if default is None or parts.hostname is None:
+        return [url]
+    host = parts.netloc.rsplit("@", 1)[-1]
+    if parts.port is None:
+        other = parts._replace(netloc=f"{host}:{default}")
+    elif parts.port == default:
+        other = parts._replace(netloc=host.rsplit(":", 1)[0])
+    else:
+        return [url]
+    return [url, urlunsplit(other)]
+
+
+def twilio_signature(auth_token: str, url: str, fields: Mapping[str, str] | None) -> str:
+    """Twilio's `X-Twilio-Signature` of a request: base64 HMAC-SHA1 of the URL followed by each form field's
+    name and value, sorted by name."""
+    text = url + "".join(name + fields[name] for name in sorted(fields)) if fields else url
+    return base64.b64encode(hmac.digest(auth_token.encode(), text.encode(), "sha1")).decode()
+
+
+def twilio_signature_valid(auth: CallbackTwilioAuth, signature: str | None, request: SignedRequest) -> bool:
+    """Whether `signature` is Twilio's for this request. A form body is signed field by field; any other body
+    through the URL's `bodySHA256` parameter (the hex SHA-256 of the body), which is checked too."""
+    if not signature:
+        return False
+    token = auth.auth_token.get_secret_value()
+    url = request.url
+    if auth.public_url is not None:
+        parts = urlsplit(url)
+        url = auth.public_url + urlunsplit(("", "", parts.path, parts.query, ""))
+    kind = request.content_type.split(";")[0].strip().lower()
+    fields: dict[str, str] | None = None
+    if request.body and kind in ("application/x-www-form-urlencoded", ""):
+        try:
+            fields = parse_form(request.body.decode())
+        except UnicodeDecodeError:
+            return False
+    elif request.body:
+        digest = dict(parse_qsl(urlsplit(url).query)).get("bodySHA256", "")
+        if not hmac.compare_digest(digest.encode(), hashlib.sha256(request.body).hexdigest().encode()):
+            return False
+    given = signature.encode()
+    found = False
+    for candidate in _with_and_without_default_port(url):
+        found |= hmac.compare_digest(given, twilio_signature(token, candidate, fields).encode())
+    return found
+
+
 def authenticated(
-    auth: CallbackNoAuth | CallbackSecretAuth | CallbackBasicAuth | None,
+    auth: CallbackNoAuth | CallbackSecretAuth | CallbackBasicAuth | CallbackTwilioAuth | None,
     headers: Mapping[str, str],
     query: Mapping[str, str],
+    signed: SignedRequest | None = None,
 ) -> bool:
     """Whether a callback carries the provider's credentials. No `auth` configured refuses everything.
+    A signature check needs the request as it was signed (`signed`).
 
     Secrets are compared in constant time (as bytes, so any text compares)."""
     if auth is None:
         return False
     if isinstance(auth, CallbackNoAuth):
         return True
+    if isinstance(auth, CallbackTwilioAuth):
+        return signed is not None and twilio_signature_valid(auth, headers.get("X-Twilio-Signature"), signed)
     if isinstance(auth, CallbackSecretAuth):
         given = headers.get(auth.header) if auth.header is not None else query.get(auth.query or "")
         return given is not None and hmac.compare_digest(given.encode(), auth.secret.get_secret_value().encode())

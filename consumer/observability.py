@@ -145,7 +145,7 @@ def config_secrets(config: Any) -> list[str]:
             if secret is not None:
                 out.append(secret.get_secret_value())
         callback_auth = provider.callback.auth if provider.callback is not None else None
-        for name in ("password", "secret"):
+        for name in ("password", "secret", "auth_token"):
             secret = getattr(callback_auth, name, None)
             if secret is not None:
                 out.append(secret.get_secret_value())

@@ -398,14 +398,53 @@ class CallbackBasicAuth(BasicAuth):
     """HTTP Basic credentials the provider sends with every callback (`https://user:password@you.example/...`)."""
 
 
+class CallbackTwilioAuth(_Strict):
+    """Twilio's request signature: `X-Twilio-Signature` is the base64 HMAC-SHA1, keyed with the account's auth
+    token, of the URL Twilio called followed by the form fields sorted by name (name and value, no separators);
+    a JSON body is covered by the `bodySHA256` query parameter instead."""
+
+    model_config = ConfigDict(json_schema_extra=_secret_alternatives("auth_token"))
+
+    type: Literal["twilio_signature"] = Field(description="`twilio_signature`.")
+    auth_token: SecretStr = Field(description="The Twilio account's auth token; or give `auth_token_file`.")
+    auth_token_file: str | None = Field(
+        default=None, description="File holding the auth token, read at start-up (a trailing line break is dropped)."
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+$",
+        description="Scheme and host (and port) Twilio calls, such as `https://hooks.example.com`, when a proxy "
+        "stands in between; default: the scheme and `Host` of the request as it arrives. The path and query are "
+        "always the request's own.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("auth_token",))
+
+    @model_validator(mode="after")
+    def _token(self) -> CallbackTwilioAuth:
+        if not self.auth_token.get_secret_value():
+            raise ValueError("`auth_token` is empty")
+        return self
+
+
 class CallbackNoAuth(_Strict):
     """No authentication: every callback is taken (only behind a gateway that authenticates them)."""
 
     type: Literal["none"] = Field(description="`none`.")
 
 
-CallbackAuth = Annotated[CallbackNoAuth | CallbackSecretAuth | CallbackBasicAuth, Field(discriminator="type")]
-CALLBACK_AUTH_MODELS: tuple[type[BaseModel], ...] = (CallbackNoAuth, CallbackSecretAuth, CallbackBasicAuth)
+CallbackAuth = Annotated[
+    CallbackNoAuth | CallbackSecretAuth | CallbackBasicAuth | CallbackTwilioAuth, Field(discriminator="type")
+]
+CALLBACK_AUTH_MODELS: tuple[type[BaseModel], ...] = (
+    CallbackNoAuth,
+    CallbackSecretAuth,
+    CallbackBasicAuth,
+    CallbackTwilioAuth,
+)
 
 
 class CallbackConfig(_Strict):
@@ -418,7 +457,8 @@ class CallbackConfig(_Strict):
 
     auth: CallbackAuth | None = Field(
         default=None,
-        description="How callbacks authenticate, by `type`: `secret`, `basic` or `none`. Without it every "
+        description="How callbacks authenticate, by `type`: `secret`, `basic`, `twilio_signature` or `none`. "
+        "Without it every "
         "callback of this provider is refused (401).",
     )
     json_field: str | None = Field(

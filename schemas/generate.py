@@ -20,6 +20,7 @@ from schemas.config import (
     CallbackConfig,
     CallbackSecretAuth,
     CallbackSettings,
+    CallbackTwilioAuth,
     KafkaSettings,
     OAuth2Auth,
     ObservabilitySettings,
@@ -52,6 +53,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("providers.<name>.callback", CallbackConfig),
     ("providers.<name>.callback.auth (type: secret)", CallbackSecretAuth),
     ("providers.<name>.callback.auth (type: basic)", CallbackBasicAuth),
+    ("providers.<name>.callback.auth (type: twilio_signature)", CallbackTwilioAuth),
 ]
 MODELS: dict[str, type[BaseModel]] = {
     "send-request.schema.json": SendRequest,

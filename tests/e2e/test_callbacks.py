@@ -8,13 +8,14 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 import pytest
 
 from consumer.app import Service
+from consumer.callbacks import twilio_signature
 from consumer.config import parse_config
 from consumer.testing import capture_logs, collect, create_topics, produce
 from schemas.events import DeliveryStatus
@@ -38,10 +39,14 @@ class Running:
         self.base = f"http://127.0.0.1:{service.ops.port}/callbacks/{name}"
         self.http = aiohttp.ClientSession()
 
-    async def fire(self, content_type: str, body: bytes, *, token: str | None = TOKEN) -> tuple[int, Any]:
+    async def fire(
+        self, content_type: str, body: bytes, *, token: str | None = TOKEN, signature: str | None = None
+    ) -> tuple[int, Any]:
         headers = {"Content-Type": content_type}
         params = {}
-        if self.name == "bulksms":
+        if signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        elif self.name == "bulksms":
             if token is not None:
                 headers["Authorization"] = "Basic " + base64.b64encode(f"hooks:{token}".encode()).decode()
         elif token is not None:
@@ -57,17 +62,18 @@ class Running:
 async def running(kafka_bootstrap) -> AsyncIterator[Any]:
     started: list[tuple[Running, asyncio.Task[None], Any]] = []
 
-    async def start(name: str) -> Running:
+    async def start(name: str, auth: dict[str, Any] | None = None) -> Running:
         case = CASES[name]
         path, preset_url = preset_path(name, case.env)
         fake = FAKES[name](path, **case.credentials)
         runner, base = await start_app(fake.app())
         url = urlunsplit(urlsplit(preset_url)._replace(scheme="http", netloc=base.removeprefix("http://")))
-        auth = (
-            {"type": "basic", "username": "hooks", "password": TOKEN}
-            if name == "bulksms"
-            else {"type": "secret", "query": "token", "secret": TOKEN}
-        )
+        if auth is None:
+            auth = (
+                {"type": "basic", "username": "hooks", "password": TOKEN}
+                if name == "bulksms"
+                else {"type": "secret", "query": "token", "secret": TOKEN}
+            )
         config = parse_config(
             {
                 "kafka": kafka_section(kafka_bootstrap),
@@ -175,3 +181,20 @@ async def test_refused_repeated_intermediate_and_unknown_callbacks(running):
         for result in ("unauthorized", "malformed", "ignored", "published", "duplicate", "uncorrelated")
     }
     assert count == {"unauthorized": 2, "malformed": 2, "ignored": 1, "published": 1, "duplicate": 1, "uncorrelated": 1}
+
+
+async def test_twilio_callbacks_signed_with_the_auth_token_are_taken_and_forged_ones_refused(running):
+    auth_token = "twilio-auth-t0ken"
+    run = await running("twilio", {"type": "twilio_signature", "auth_token": auth_token})
+    content_type, body = run.fake.callback(NUMBERS[2], delivered=False)
+    fields = dict(parse_qsl(body.decode()))
+    with capture_logs(secrets=[auth_token], level="info") as logs:
+        assert (await run.fire(content_type, body, signature=None))[0] == 401
+        forged = twilio_signature("not-the-token", run.base, fields)
+        assert (await run.fire(content_type, body, signature=forged))[0] == 401
+        status, answer = await run.fire(content_type, body, signature=twilio_signature(auth_token, run.base, fields))
+    assert status == 200 and answer["published"] == 1
+    statuses = await run.statuses(len(NUMBERS) + 1, timeout=10)
+    report = DeliveryStatus.model_validate(statuses[-1])
+    assert (report.message_id, report.status.value) == ("twilio-2", "undelivered")
+    assert auth_token not in logs.getvalue() and "callback refused" in logs.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -15,6 +16,7 @@ from consumer.callbacks import (
     SeenReports,
     SentMessage,
     SentStore,
+    SignedRequest,
     authenticated,
     correlate,
     dedupe_key,
@@ -22,6 +24,7 @@ from consumer.callbacks import (
     read_reports,
     report_status,
     same_number,
+    twilio_signature,
 )
 from consumer.config import load_preset
 from schemas.config import CallbackConfig, ProviderConfig
@@ -251,3 +254,63 @@ def test_form_parsing_reads_what_urlencode_wrote_as_parse_qsl_does(pairs):
 @given(st.text(alphabet="ab=&%+2Fc0é ", max_size=30))
 def test_form_parsing_matches_parse_qsl_on_any_text(text):
     assert parse_form(text) == dict(parse_qsl(text, keep_blank_values=True))
+
+
+TWILIO_PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+12349013030",
+    "Digits": "1234",
+    "From": "+12349013030",
+    "To": "+18005551212",
+}
+
+
+def test_twilio_signature_matches_twilio_s_published_example():
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    assert twilio_signature("12345", url, TWILIO_PARAMS) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+
+
+def _twilio(**auth):
+    config = CallbackConfig.model_validate(
+        {
+            "auth": {"type": "twilio_signature", "auth_token": "12345", **auth},
+            "message_id": "MessageSid",
+            "status": "MessageStatus",
+            "statuses": {"delivered": "delivered"},
+        }
+    )
+    return config.auth
+
+
+def test_twilio_signed_form_callbacks_are_taken_and_anything_altered_is_refused():
+    auth = _twilio()
+    body = urlencode(TWILIO_PARAMS).encode()
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    signed = SignedRequest(url, FORM, body)
+    good = {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}
+    assert authenticated(auth, good, {}, signed)
+    assert not authenticated(auth, {}, {}, signed)
+    assert not authenticated(auth, {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ"}, {}, signed)
+    assert not authenticated(auth, good, {}, SignedRequest(url, FORM, body.replace(b"1234", b"1235")))
+    assert not authenticated(auth, good, {}, SignedRequest(url.replace("foo=1", "foo=2"), FORM, body))
+    assert not authenticated(auth, good, {}, None)
+    assert not authenticated(_twilio(auth_token="another"), good, {}, signed)
+    # Signed with the default port written out, or without it: both are Twilio's.
+    assert authenticated(auth, good, {}, SignedRequest(url.replace(".com/", ".com:443/"), FORM, body))
+
+
+def test_twilio_signature_behind_a_proxy_uses_the_public_scheme_and_host():
+    auth = _twilio(public_url="https://mycompany.com")
+    body = urlencode(TWILIO_PARAMS).encode()
+    arrived = SignedRequest("http://10.0.0.7:8080/myapp.php?foo=1&bar=2", FORM, body)
+    assert authenticated(auth, {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}, {}, arrived)
+    assert not authenticated(_twilio(), {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}, {}, arrived)
+
+
+def test_twilio_signed_json_callbacks_are_covered_by_the_body_hash_in_the_url():
+    auth = _twilio()
+    body = orjson.dumps({"MessageSid": "SM1", "MessageStatus": "delivered"})
+    url = f"https://hooks.example.com/callbacks/twilio?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    header = {"X-Twilio-Signature": twilio_signature("12345", url, None)}
+    assert authenticated(auth, header, {}, SignedRequest(url, "application/json", body))
+    assert not authenticated(auth, header, {}, SignedRequest(url, "application/json", body + b" "))
