@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 from consumer import loop
@@ -37,8 +37,7 @@ class _Connection(asyncio.Protocol):
         self._buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data

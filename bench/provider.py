@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import signal
 from functools import lru_cache
+from typing import cast
 
 import orjson
 
@@ -68,8 +69,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
