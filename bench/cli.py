@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument("--partitions", type=int, help="partitions of the input and status topics (default 6)")
     found.add_argument("--max-pending", type=int, help="the service's pipeline.max_pending_messages (default its own)")
     found.add_argument(
+        "--workers", type=int, help="the service's worker processes (`run --workers N`, default 1); CPU, RSS: their sum"
+    )
+    found.add_argument(
         "--profile",
         nargs="?",
         const="a",
@@ -81,6 +84,7 @@ def options(args: argparse.Namespace, bootstrap: str, workdir: Path) -> Options:
         "linger_seconds",
         "partitions",
         "max_pending",
+        "workers",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -91,6 +95,8 @@ def options(args: argparse.Namespace, bootstrap: str, workdir: Path) -> Options:
         if unknown:
             raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))} (known: {', '.join(SCENARIOS)})")
         opts.only = chosen
+    if opts.workers < 1:
+        raise SystemExit(f"--workers must be at least 1, not {opts.workers}")
     opts.profile = args.profile
     if opts.profile and importlib.util.find_spec("pyinstrument") is None:
         raise SystemExit("--profile needs pyinstrument (in the test extra): .venv/bin/pip install -e .[test]")

@@ -24,11 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(count: int = 1) -> int:
+    """A loopback port nobody listens on right now; with `count`, the first of that many free ports in a row."""
+    for _ in range(100):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                for next_port in range(port + 1, port + count):
+                    held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)).bind(("127.0.0.1", next_port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {count} free loopback ports in a row")
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -43,11 +52,17 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """CPU seconds (user + system, all threads) and resident memory of a process."""
+    """CPU seconds (user + system, all threads, and of the children it waited for) and resident memory of a
+    process, or the sum over a process tree."""
 
     cpu_s: float
     rss_bytes: int
     peak_rss_bytes: int
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.cpu_s + other.cpu_s, self.rss_bytes + other.rss_bytes, self.peak_rss_bytes + other.peak_rss_bytes
+        )
 
 
 def usage(pid: int) -> Usage | None:
@@ -58,7 +73,8 @@ def usage(pid: int) -> Usage | None:
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime (fields 14 and 15 of stat)
+    # utime, stime, cutime, cstime (fields 14 to 17 of stat): a child's time moves to cutime when it is reaped.
+    cpu = sum(int(f) for f in fields[11:15]) / _CLK_TCK
     rss = peak = 0
     for line in status.splitlines():
         if line.startswith("VmRSS:"):
@@ -66,6 +82,42 @@ def usage(pid: int) -> Usage | None:
         elif line.startswith("VmHWM:"):
             peak = int(line.split()[1]) * 1024
     return Usage(cpu, rss, peak)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid`."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+        return found
+    except OSError:  # no `children` files (CONFIG_PROC_CHILDREN): look at every process's parent
+        found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def tree_usage(pid: int) -> Usage | None:
+    """The usage of `pid` and every descendant, summed (the peak RSS: the sum of each process's peak, an upper
+    bound of the tree's); None when `pid` is gone."""
+    total = usage(pid)
+    if total is None:
+        return None
+    todo = children(pid)
+    while todo:
+        child = todo.pop()
+        found = usage(child)
+        if found is not None:
+            total += found
+            todo += children(child)
+    return total
 
 
 class Child:
@@ -108,7 +160,8 @@ class Child:
         return self.process.returncode is None
 
     def usage(self) -> Usage | None:
-        found = usage(self.pid) if self.alive else None
+        """The usage of the child and its own children (e.g. the service's worker processes), summed."""
+        found = tree_usage(self.pid) if self.alive else None
         if found is not None:
             self.peak_rss = max(self.peak_rss, found.peak_rss_bytes)
         return found

@@ -7,7 +7,8 @@ Figures of a scenario (all from broker timestamps, see `bench.workload`):
   starts when the provider comes back up (the drain rate).
 - p50/p99 latency: `created_at` (the input record's append time) -> the status record's append time.
 - peak RSS: the process's high-water mark (`VmHWM`); CPU: user + system seconds of that process alone while it
-  worked, per 1,000 messages.
+  worked, per 1,000 messages. With `--workers N` the service's figures are the sums over its process tree
+  (the supervisor and the workers; peak RSS is the sum of their high-water marks).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class Options:
     """The service's `pipeline.max_pending_messages`; None: its default."""
     service_root: Path | None = None
     """Run the service from this checkout (its `consumer` and `schemas` packages) instead of this one's."""
+    workers: int = 1
+    """The service's worker processes (`sms-consumer run --workers N`)."""
 
     @classmethod
     def for_smoke(cls, bootstrap: str, workdir: Path) -> Options:
@@ -346,7 +349,7 @@ async def service(
             row.details["backlog_produce_s"] = round(produced.seconds, 2)
         else:
             provider, _ = await _provider(workdir, "provider", latency_ms, provider_port)
-        ops_port = free_port()
+        ops_port = free_port(opts.workers)  # worker I serves on ops_port + I
         config = service_config(
             bootstrap=opts.bootstrap,
             topics=topics,
@@ -360,12 +363,15 @@ async def service(
         config_path = workdir / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         command = [sys.executable, "-m", "consumer", "run", str(config_path)]
+        if opts.workers != 1:
+            command += ["--workers", str(opts.workers)]
         if profile is not None:
             command = [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(profile), "-m", *command[2:]]
         root = opts.service_root
         env = {"PYTHONPATH": str(root)} if root is not None else None
         child = await Child.start("service", command, workdir / "service.log", env, cwd=root or ROOT)
-        await child.wait_http_ok(f"http://127.0.0.1:{ops_port}/readyz", 60)
+        for worker in range(opts.workers):
+            await child.wait_http_ok(f"http://127.0.0.1:{ops_port + worker}/readyz", 60)
         before = child.usage()
         if feed.kind == "burst":
             produced = await produce_burst(opts.bootstrap, topics.input, values, topics.partitions)

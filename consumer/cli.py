@@ -11,17 +11,37 @@ from consumer.errors import ConfigError, EventError, SmsConsumerError
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        from consumer.workers import supervise
+
+        return supervise(args.config, args.workers)
+    role = None
+    if args.worker_index is not None:  # one worker of `run --workers N`
+        from consumer.workers import WorkerRole
+
+        role = WorkerRole(args.worker_index)
+
     from consumer.app import Service
     from consumer.config import load_config
     from consumer.observability import Redactor, config_secrets, configure_logging
 
     config = load_config(args.config)
+    if role is not None:
+        config = role.configure(config)
     obs = config.observability
-    configure_logging(level=obs.log_level, fmt=obs.log_format, redactor=Redactor(config_secrets(config)))
+    configure_logging(
+        level=obs.log_level,
+        fmt=obs.log_format,
+        redactor=Redactor(config_secrets(config)),
+        stream=role.log_stream() if role is not None else None,
+    )
     service = Service(config)
 
     async def main() -> None:
-        service.install_signal_handlers()
+        if role is not None:
+            role.install_signal_handlers(service)
+        else:
+            service.install_signal_handlers()
         await service.run()
 
     from consumer.loop import run
@@ -71,6 +91,16 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `sms-consumer` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -78,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the service")
     p.add_argument("config", help="YAML configuration file")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes in the consumer group (default 1); worker I serves on observability.http_port + I",
+    )
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
     p = sub.add_parser("validate", help="check a configuration file and exit")
     p.add_argument("config")
