@@ -127,13 +127,25 @@ class Producer(Protocol):
     async def partitions_for(self, topic: str) -> set[int]: ...
 
 
+class _Joined:
+    """Statuses of several `publish` calls that go to the producer together."""
+
+    __slots__ = ("acked", "records")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+        self.acked: asyncio.Future[None] = loop.create_future()
+
+
 class StatusPublisher:
     """Publishes statuses and dead letters; returns only once Kafka acknowledged every record.
 
-    Many statuses at once go out through the producer's batch API, grouped by partition with the producer's
-    own key partitioner (so a message's statuses always share a partition): a third of the CPU of one
-    `send()` per record. A few go through `send()`, which coalesces them with other tasks' records. Dead
-    letters are rare and go one by one.
+    Statuses of concurrent calls are joined: the calls made while the producer is taking the previous group
+    go to it together in the next one (one at a time, in call order, never waiting for acknowledgements in
+    between). A large group goes out through the producer's batch API, split by partition with the
+    producer's own key partitioner (so a message's statuses always share a partition): a third of the CPU of
+    one `send()` per record. A small group goes through `send()`, which the producer coalesces with its
+    other records. Each call returns once its group is acknowledged. Dead letters are rare and go one by one.
     """
 
     def __init__(self, producer: Producer, status_topic: str, dlq_topic: str) -> None:
@@ -142,9 +154,8 @@ class StatusPublisher:
         self._dlq_topic = dlq_topic
         self._partitions: list[int] | None = None
         self._partitioner = DefaultPartitioner()
-        # The producer queues one batch per partition at a time and its wait for a free slot gives up early
-        # when many tasks wait together (a KafkaTimeoutError, then a re-publish): batch sends take turns.
-        self._batch_turn = asyncio.Lock()
+        self._next: _Joined | None = None
+        self._feeder: asyncio.Task[None] | None = None
 
     async def publish(self, statuses: Sequence[tuple[bytes, bytes]], dead_letters: Sequence[DeadLetter] = ()) -> None:
         """Send all records and wait for their acknowledgements; raises if any record failed."""
@@ -152,18 +163,46 @@ class StatusPublisher:
         futures = []
         for letter in dead_letters:
             futures.append(await producer.send(self._dlq_topic, letter.value, key=letter.key, headers=letter.headers))
-        if len(statuses) >= BATCH_API_MIN:
-            try:
-                async with self._batch_turn:
-                    futures += await self._send_statuses(statuses)
-            except BaseException:
-                self._partitions = None  # the topic may have changed: look its partitions up again
-                raise
-        else:
-            # A few records: `send()` lets the producer coalesce them with other tasks' records (linger).
-            for key, value in statuses:
-                futures.append(await producer.send(self._status_topic, value, key=key))
-        await asyncio.gather(*futures)
+        if statuses:
+            joined = self._next
+            if joined is None:
+                joined = self._next = _Joined(asyncio.get_running_loop())
+            joined.records += statuses
+            if self._feeder is None:
+                self._feeder = asyncio.get_running_loop().create_task(self._feed())
+            # Shielded: a caller that is cancelled must not cancel the others' acknowledgement.
+            futures.append(asyncio.shield(joined.acked))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _feed(self) -> None:
+        """Hand the joined statuses to the producer, group after group, until none are waiting."""
+        try:
+            while (joined := self._next) is not None:
+                self._next = None
+                try:
+                    futures = await self._enqueue(joined.records)
+                except BaseException as exc:
+                    self._partitions = None  # the topic may have changed: look its partitions up again
+                    joined.acked.set_exception(exc if isinstance(exc, Exception) else ConnectionError("stopped"))
+                    joined.acked.exception()  # retrieved here: the callers may all have gone
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                _settle_when_acked(joined.acked, futures)
+        finally:
+            self._feeder = None
+            if (left := self._next) is not None:  # cancelled: nothing will send these
+                self._next = None
+                left.acked.set_exception(ConnectionError("the status publisher stopped"))
+                left.acked.exception()
+
+    async def _enqueue(self, statuses: Sequence[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
+        if len(statuses) < BATCH_API_MIN:
+            # A few records: `send()` lets the producer coalesce them with other records (linger).
+            producer, topic = self._producer, self._status_topic
+            return [await producer.send(topic, value, key=key) for key, value in statuses]
+        return await self._send_statuses(statuses)
 
     async def _send_statuses(self, statuses: Sequence[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
         producer, topic = self._producer, self._status_topic
@@ -186,3 +225,26 @@ class StatusPublisher:
         for partition, batch in open_batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
+
+
+def _settle_when_acked(acked: asyncio.Future[None], futures: list[asyncio.Future[Any]]) -> None:
+    """Resolve `acked` once every producer future is done: with the first failure, if any."""
+    remaining = len(futures)
+    if not remaining:
+        acked.set_result(None)
+        return
+
+    def one_done(future: asyncio.Future[Any]) -> None:
+        nonlocal remaining
+        remaining -= 1
+        failure = ConnectionError("a status send was cancelled") if future.cancelled() else future.exception()
+        if acked.done():
+            return  # the group failed already
+        if failure is not None:
+            acked.set_exception(failure)
+            acked.exception()  # retrieved here: the callers may all have gone
+        elif remaining == 0:
+            acked.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)

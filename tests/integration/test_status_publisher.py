@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 
 from consumer.status import BATCH_API_MIN, StatusPublisher
+from consumer.testing import collect
 
 pytestmark = pytest.mark.kafka
 
@@ -42,3 +45,61 @@ async def test_batched_and_single_statuses_of_a_message_share_a_partition(kafka_
     assert seen == len(many) + 10
     assert all(len(p) == 1 for p in partitions.values())
     assert len({next(iter(p)) for p in partitions.values()}) == 5  # keys spread over every partition
+
+
+class CountingProducer:
+    """The real producer, with its calls counted (and `send_batch` made to fail while `failing`)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self.sends = 0
+        self.batch_sends = 0
+        self.failing = False
+
+    async def send(self, *args, **kwargs):
+        self.sends += 1
+        return await self._producer.send(*args, **kwargs)
+
+    def create_batch(self):
+        return self._producer.create_batch()
+
+    async def send_batch(self, *args, **kwargs):
+        if self.failing:
+            raise KafkaTimeoutError("no room in the accumulator")
+        self.batch_sends += 1
+        return await self._producer.send_batch(*args, **kwargs)
+
+    async def partitions_for(self, topic):
+        return await self._producer.partitions_for(topic)
+
+
+async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledged(
+    kafka_bootstrap, topic_names, create_topics
+):
+    topic = topic_names("status")
+    await create_topics(kafka_bootstrap, {topic: 3})
+    real = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await real.start()
+    producer = CountingProducer(real)
+    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
+    try:
+        # One status each, as a sender of one message per request publishes: 500 calls at the same moment.
+        calls = [publisher.publish([(f"m{i}".encode(), b'{"status": "sent"}')]) for i in range(500)]
+        await asyncio.gather(*calls)
+        # All made before the publisher's next turn: one group, one producer batch per partition.
+        assert (producer.sends, producer.batch_sends) == (0, 3)
+        on_topic = await collect(kafka_bootstrap, topic, 500, timeout=30)
+        assert len(on_topic) == 500
+        # A failed hand-over fails every call of its group, and the next publish goes through.
+        producer.failing = True
+        results = await asyncio.gather(
+            *(publisher.publish([(f"x{i}".encode(), b"{}")]) for i in range(BATCH_API_MIN + 1)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, KafkaTimeoutError) for r in results) == BATCH_API_MIN + 1
+        producer.failing = False
+        await publisher.publish([(f"y{i}".encode(), b'{"status": "ok"}') for i in range(BATCH_API_MIN)])
+        after = await collect(kafka_bootstrap, topic, 500 + BATCH_API_MIN, timeout=30)
+        assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": BATCH_API_MIN}
+    finally:
+        await real.stop()
