@@ -2,14 +2,18 @@
 reports the records whose statuses Kafka acknowledged.
 
 Owns the accumulator, the linger timer and the in-flight batch tasks. A batch is one task, not one task per
-message. `pending` counts messages buffered plus in flight, which the source uses to pause fetching.
+message; the messages of a provider that takes one per request queue for a pool of as many worker tasks as the
+provider's concurrency, started as work arrives and ended when the queue is empty. `pending` counts messages
+buffered plus in flight, which the source uses to pause fetching.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +62,14 @@ class Dispatcher:
         self._backoff = publish_retry_backoff
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        # Messages of providers without batching, waiting for one of the provider's workers.
+        self._singles: dict[str, deque[Envelope]] = {}
+        self._workers: dict[str, int] = {}
+        # Batch ids: unique per process (a random prefix) without a uuid per batch.
+        self._batch_prefix = uuid.uuid4().hex[:12]
+        self._batch_numbers = itertools.count(1)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._batch_sizes: dict[str, Any] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -79,7 +91,7 @@ class Dispatcher:
         """Buffer a message; a full batch is sent at once."""
         provider = envelope.provider
         if not provider.batching:
-            self._launch([envelope])
+            self._queue_single(envelope)
             return
         key = (provider.name, envelope.request.campaign_id, envelope.prepared.group)
         was_empty = self._acc.next_due() is None
@@ -136,6 +148,9 @@ class Dispatcher:
 
     async def cancel(self) -> None:
         """Abandon in-flight work (its records stay uncommitted and will be read again)."""
+        for queue in self._singles.values():
+            self._in_flight -= len(queue)
+            queue.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -159,6 +174,35 @@ class Dispatcher:
 
         task.add_done_callback(finished)
 
+    def _queue_single(self, envelope: Envelope) -> None:
+        provider = envelope.provider
+        name = provider.name
+        queue = self._singles.get(name)
+        if queue is None:
+            queue = self._singles[name] = deque()
+        queue.append(envelope)
+        self._in_flight += 1
+        running = self._workers.get(name, 0)
+        if running < provider.config.concurrency:
+            self._workers[name] = running + 1
+            self._track(0, self._single_worker(name, queue), provider=name)
+
+    async def _single_worker(self, name: str, queue: deque[Envelope]) -> None:
+        """Send queued messages one by one until the queue is empty."""
+        try:
+            while queue:
+                envelope = queue.popleft()
+                try:
+                    await self._send([envelope])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("sending a message failed", provider=name)
+                finally:
+                    self._in_flight -= 1
+        finally:
+            self._workers[name] -= 1
+
     def _launch(self, envelopes: list[Envelope]) -> None:
         first = envelopes[0].request
         self._track(
@@ -170,18 +214,22 @@ class Dispatcher:
         )
 
     async def _send(self, envelopes: list[Envelope]) -> None:
-        now = datetime.now(UTC)
-        expired = [e for e in envelopes if e.deadline is not None and e.deadline <= now]
-        if expired:
-            envelopes = [e for e in envelopes if e.deadline is None or e.deadline > now]
-            await self._publish_expired(expired)
-            if not envelopes:
-                return
+        deadline = None
+        deadlines = [e.deadline for e in envelopes if e.deadline is not None]
+        if deadlines:
+            now = datetime.now(UTC)
+            expired = [e for e in envelopes if e.deadline is not None and e.deadline <= now]
+            if expired:
+                envelopes = [e for e in envelopes if e.deadline is None or e.deadline > now]
+                await self._publish_expired(expired)
+                if not envelopes:
+                    return
+                deadlines = [e.deadline for e in envelopes if e.deadline is not None]
+            if deadlines:
+                deadline = self._clock() + (min(deadlines) - now).total_seconds()
         first = envelopes[0]
         provider = first.provider
-        batch_id = uuid.uuid4().hex
-        deadlines = [e.deadline for e in envelopes if e.deadline is not None]
-        deadline = self._clock() + (min(deadlines) - now).total_seconds() if deadlines else None
+        batch_id = f"{self._batch_prefix}{next(self._batch_numbers):08x}"
         try:
             if provider.batching:
                 request = provider.render_batch([e.prepared for e in envelopes])
@@ -208,7 +256,10 @@ class Dispatcher:
             await self._publish_expired(done)
             return
         statuses, tally = self._statuses(envelopes, result, batch_id)
-        self._metrics.batch_size.labels(provider.name).observe(len(envelopes))
+        sizes = self._batch_sizes.get(provider.name)
+        if sizes is None:
+            sizes = self._batch_sizes[provider.name] = self._metrics.batch_size.labels(provider.name)
+        sizes.observe(len(envelopes))
         log_event = log.debug if all(o.accepted for o in result.outcomes) else log.warning
         log_event(
             "batch sent",
@@ -319,8 +370,12 @@ class Dispatcher:
                 )
                 await asyncio.sleep(self._backoff)
         metrics = self._metrics
-        for (provider, status), count in tally.items():
-            metrics.statuses.labels(provider, status).inc(count)
+        counters = self._counters
+        for label, count in tally.items():
+            counter = counters.get(label)
+            if counter is None:
+                counter = counters[label] = metrics.statuses.labels(*label)
+            counter.inc(count)
         for code in dead_codes:
             metrics.dead_letters.labels(code).inc()
         self._on_done(tickets)
