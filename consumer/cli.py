@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         fmt=obs.log_format,
         redactor=Redactor(config_secrets(config)),
         stream=role.log_stream() if role is not None else None,
+        final=True,
     )
     service = Service(config)
 

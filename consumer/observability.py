@@ -84,9 +84,18 @@ def _json_dumps(obj: Any, default: Any = None) -> str:
 
 
 def configure_logging(
-    level: str = "info", fmt: str = "auto", redactor: Redactor | None = None, stream: Any = None
+    level: str = "info",
+    fmt: str = "auto",
+    redactor: Redactor | None = None,
+    stream: Any = None,
+    *,
+    final: bool = False,
 ) -> Redactor:
-    """Configure structlog and the standard library root logger once; returns the redactor in use."""
+    """Configure structlog and the standard library root logger; returns the redactor in use.
+
+    `final`: this configuration stays for the life of the process, so each logger keeps what it resolved at
+    its first use instead of resolving it at every call (a process that reconfigures, like a test that
+    captures logs, must not pass it)."""
     redactor = redactor or Redactor()
     stream = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and hasattr(stream, "isatty") and stream.isatty())
@@ -107,7 +116,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=final,
     )
     # Libraries (aiokafka, aiohttp) log through the standard library: route them through the same redactor.
     handler = logging.StreamHandler(stream)

@@ -19,9 +19,10 @@ from typing import Generic, TypeVar
 P = TypeVar("P")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ticket(Generic[P]):
-    """Proof that a record was handed out: completing it marks the record finished."""
+    """Proof that a record was handed out: completing it marks the record finished. Treated as immutable
+    (not frozen: one is made per record, and a frozen dataclass's constructor costs several times more)."""
 
     partition: P
     offset: int

@@ -99,6 +99,8 @@ def map_response(
             message = f"the provider refused the request ({_show(verdict)}): {detail or excerpt(body)}"
             return [RecordOutcome(False, None, "provider_refused", message)] * count
     shared_id = _id(_lookup(doc, config.message_id))
+    if config.records is None and config.refused_recipients is None:
+        return [RecordOutcome(True, shared_id)] * count  # nothing per message: all accepted alike
     numbers = [digits(r) for r in recipients] if len(recipients) == count else [""] * count
     refused = _refused(doc, config.refused_recipients)
     records = _lookup(doc, config.records) if config.records is not None else None

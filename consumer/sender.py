@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -43,14 +43,18 @@ class AiohttpTransport:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
         async with self._session.request(
             request.method,
             URL(request.url, encoded=True),
             headers=request.headers,
             data=request.body,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=limit,
             allow_redirects=False,
         ) as response:
             body = await response.read()
@@ -114,6 +118,8 @@ class ProviderSender:
         self._breaker_opened = metrics.breaker_opened.labels(provider.name)
         self._latency = metrics.http_latency.labels(provider.name)
         self._responses = metrics.http_responses
+        self._response_counters: dict[str, Any] = {}
+        self._breaker_shown: BreakerState | None = None
         self._retries = metrics.retries.labels(provider.name)
         self._config = provider.config
         self._transport = transport
@@ -189,9 +195,9 @@ class ProviderSender:
         if breaker.opened_count != before:
             self._breaker_opened.inc()
             log.warning("circuit breaker opened", provider=self.provider.name, open_s=breaker.current_open_s)
-        self._breaker_gauge.set(
-            {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}[breaker.state]
-        )
+        if breaker.state is not self._breaker_shown:
+            self._breaker_shown = breaker.state
+            self._breaker_gauge.set(_BREAKER_GAUGE[breaker.state])
         self._breaker_changed.set()
 
     async def send(self, request: HttpRequest, count: int, deadline: float | None = None) -> SendResult:
@@ -276,15 +282,24 @@ class ProviderSender:
         try:
             response = await self._transport.send(signed, self._config.timeout_s)
         except TimeoutError:
-            self._responses.labels(self.provider.name, "timeout").inc()
+            self._count_response("timeout")
             return RecordOutcome(False, None, "timeout", f"no answer within {self._config.timeout_s:g} s")
         except (aiohttp.ClientError, OSError) as exc:
-            self._responses.labels(self.provider.name, "connection_error").inc()
+            self._count_response("connection_error")
             return RecordOutcome(False, None, "connection_error", _describe(exc))
         finally:
             self._latency.observe(time.perf_counter() - started)
-        self._responses.labels(self.provider.name, str(response.status)).inc()
+        self._count_response(str(response.status))
         return response
+
+    def _count_response(self, result: str) -> None:
+        counter = self._response_counters.get(result)
+        if counter is None:
+            counter = self._response_counters[result] = self._responses.labels(self.provider.name, result)
+        counter.inc()
+
+
+_BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 2}
 
 
 def _describe(exc: BaseException) -> str:

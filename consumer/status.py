@@ -172,7 +172,9 @@ class StatusPublisher:
                 self._feeder = asyncio.get_running_loop().create_task(self._feed())
             # Shielded: a caller that is cancelled must not cancel the others' acknowledgement.
             futures.append(asyncio.shield(joined.acked))
-        if futures:
+        if len(futures) == 1:
+            await futures[0]
+        elif futures:
             await asyncio.gather(*futures)
 
     async def _feed(self) -> None:

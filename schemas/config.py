@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -329,7 +330,7 @@ class ResponseConfig(_Strict):
             raise ValueError("`record_recipient` needs `records`")
         return self
 
-    @property
+    @cached_property
     def reads_body(self) -> bool:
         """Whether mapping an answer needs its JSON body."""
         return any(p is not None for p in (self.message_id, self.body_status, self.records, self.refused_recipients))
