@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -350,6 +350,9 @@ async def service(
         else:
             provider, _ = await _provider(workdir, "provider", latency_ms, provider_port)
         ops_port = free_port(opts.workers)  # worker I serves on ops_port + I
+        if opts.workers > 1:
+            # The scenario's concurrency is the service's, shared by its workers (as the ceiling's is by one).
+            shape = replace(shape, concurrency=max(1, -(-shape.concurrency // opts.workers)))
         config = service_config(
             bootstrap=opts.bootstrap,
             topics=topics,
