@@ -21,6 +21,7 @@ from consumer.intake import Envelope, Intake, Refusal
 from consumer.kafka_client import connection_failure, connection_kwargs
 from consumer.metrics import Metrics
 from consumer.offsets import Ticket
+from consumer.partitioner import KeyPartitioner
 from consumer.sender import AiohttpTransport, ProviderSender, make_session
 from consumer.source import KafkaSource, consumer_kwargs
 from consumer.status import Origin, StatusPublisher
@@ -43,6 +44,7 @@ def producer_kwargs(settings: Any) -> dict[str, Any]:
         "max_batch_size": settings.status_max_batch_bytes,
         "compression_type": None if settings.compression_type == "none" else settings.compression_type,
         "request_timeout_ms": 30_000,
+        "partitioner": KeyPartitioner(),
     }
 
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
+from consumer.partitioner import partition_for
 from consumer.templates import kept
 from schemas.events import DLQ_HEADERS, Status
 
@@ -143,7 +143,7 @@ class StatusPublisher:
     Statuses of concurrent calls are joined: the calls made while the producer is taking the previous group
     go to it together in the next one (one at a time, in call order, never waiting for acknowledgements in
     between). A large group goes out through the producer's batch API, split by partition with the
-    producer's own key partitioner (so a message's statuses always share a partition): a third of the CPU of
+    producer's key partitioner (so a message's statuses always share a partition): a third of the CPU of
     one `send()` per record. A small group goes through `send()`, which the producer coalesces with its
     other records. Each call returns once its group is acknowledged. Dead letters are rare and go one by one.
     """
@@ -153,7 +153,6 @@ class StatusPublisher:
         self._status_topic = status_topic
         self._dlq_topic = dlq_topic
         self._partitions: list[int] | None = None
-        self._partitioner = DefaultPartitioner()
         self._next: _Joined | None = None
         self._feeder: asyncio.Task[None] | None = None
 
@@ -211,11 +210,10 @@ class StatusPublisher:
         partitions = self._partitions
         if partitions is None:
             partitions = self._partitions = sorted(await producer.partitions_for(topic))
-        partition_of = self._partitioner
         open_batches: dict[int, Any] = {}
         futures = []
         for key, value in statuses:
-            partition = partition_of(key, partitions, partitions)
+            partition = partition_for(key, partitions)
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = producer.create_batch()
