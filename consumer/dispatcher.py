@@ -25,7 +25,7 @@ from consumer.intake import Envelope, Refusal
 from consumer.metrics import Metrics
 from consumer.responses import DISPATCH_CODES, RecordOutcome
 from consumer.sender import ProviderSender, SendResult
-from consumer.status import StatusPublisher, status_record
+from consumer.status import StatusPublisher, now_utc, status_record
 from schemas.events import Status
 
 log = structlog.get_logger("consumer.dispatcher")
@@ -299,6 +299,7 @@ class Dispatcher:
         size = len(envelopes)
         out = []
         tally: dict[tuple[str, str], int] = {}
+        completed_at = now_utc()  # one moment for the whole request
         # Remembered before the `sent` status is published: a delivery report can arrive that early.
         on_sent = self._sent_hooks.get(envelopes[0].provider.name)
         for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
@@ -335,6 +336,7 @@ class Dispatcher:
                     batch_id=batch_id,
                     batch_size=size if batch_id is not None else None,
                     created_at=envelope.created_at,
+                    completed_at=completed_at,
                     metadata=request.metadata,
                 )
             )

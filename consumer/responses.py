@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -30,23 +31,27 @@ class RecordOutcome:
     message: str | None = None
 
 
+@lru_cache(maxsize=1024)
+def _tokens(pointer: str) -> tuple[str, ...]:
+    return tuple(raw.replace("~1", "/").replace("~0", "~") for raw in pointer[1:].split("/"))
+
+
 def resolve_pointer(doc: Any, pointer: str) -> Any:
     """Resolve an RFC 6901 JSON pointer; raises LookupError when it does not resolve."""
     if pointer == "":
         return doc
-    for raw in pointer[1:].split("/"):
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(doc, list):
+    for token in _tokens(pointer):
+        if isinstance(doc, dict):
+            if token not in doc:
+                raise LookupError(pointer)
+            doc = doc[token]
+        elif isinstance(doc, list):
             if not token.isdigit():
                 raise LookupError(pointer)
             index = int(token)
             if index >= len(doc):
                 raise LookupError(pointer)
             doc = doc[index]
-        elif isinstance(doc, dict):
-            if token not in doc:
-                raise LookupError(pointer)
-            doc = doc[token]
         else:
             raise LookupError(pointer)
     return doc
@@ -101,11 +106,12 @@ def map_response(
     shared_id = _id(_lookup(doc, config.message_id))
     if config.records is None and config.refused_recipients is None:
         return [RecordOutcome(True, shared_id)] * count  # nothing per message: all accepted alike
-    numbers = [digits(r) for r in recipients] if len(recipients) == count else [""] * count
     refused = _refused(doc, config.refused_recipients)
     records = _lookup(doc, config.records) if config.records is not None else None
     if isinstance(records, dict) and config.record_recipient is not None:
         records = [records]  # one record on its own, not an object keyed by recipient
+    by_number = bool(refused) or isinstance(records, dict) or config.record_recipient is not None
+    numbers = [digits(r) for r in recipients] if by_number and len(recipients) == count else [""] * count
     if not isinstance(records, list | dict):
         return [_unlisted(numbers[i], refused, shared_id) for i in range(count)]
     if isinstance(records, dict):

@@ -314,6 +314,9 @@ class CompiledProvider:
         used = global_names | item_names
         self.used_names = frozenset(used)
         self.custom_names = frozenset(used - SYSTEM_NAMES)
+        self._custom_sorted = tuple(sorted(self.custom_names))
+        self._uses_body = "Body" in self.used_names
+        self._uses_template = "TemplateID" in self.used_names
         if "To" not in used:
             problems.append(f"{where}: the template must use $$To")
         if not used & {"Body", "TemplateID"}:
@@ -403,14 +406,13 @@ class CompiledProvider:
 
     def check(self, values: Values) -> None:
         """Raise `RenderError` if the message lacks a value the template needs."""
-        missing = sorted(n for n in self.custom_names if values.get(n) is None)
+        missing = [n for n in self._custom_sorted if values.get(n) is None] if self._custom_sorted else None
         if missing:
             raise RenderError(
                 "missing custom replacement " + ", ".join(f"$${n}" for n in missing) + " in `replacements`",
                 code="missing_replacement",
             )
-        uses_body = "Body" in self.used_names
-        uses_template = "TemplateID" in self.used_names
+        uses_body, uses_template = self._uses_body, self._uses_template
         if uses_body and uses_template:
             if values["Body"] is None and values["TemplateID"] is None:
                 raise RenderError("the message needs `body` or `template_id`", code="missing_field")
