@@ -361,7 +361,12 @@ class BreakerConfig(_Strict):
         default=5, ge=1, description="Consecutive failed attempts (timeouts, connection errors, 5xx) that open it."
     )
     open_s: float = Field(default=10.0, gt=0, description="How long it stays open before one probe request.")
-    max_open_s: float = Field(default=120.0, gt=0, description="Upper bound of the open time as probes keep failing.")
+    max_open_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Upper bound of the open time as probes keep failing: after a long outage sending resumes "
+        "at most this long after the provider is back.",
+    )
 
 
 CallbackStatus = Literal["delivered", "undelivered", "failed", "clicked", "replied"]

@@ -167,7 +167,7 @@ async def test_breaker_opens_on_repeated_failures_and_closes_after_a_good_probe(
         session,
         sleeps,
         retry={"max_attempts": 2, "backoff_initial_ms": 1, "backoff_max_ms": 1},
-        breaker={"failure_threshold": 3, "open_s": 30},
+        breaker={"failure_threshold": 3, "open_s": 30, "max_open_s": 120},
     )
     a = await sender.send(request, 1)
     assert not a.outcomes[0].accepted and sender.breaker.state.value == "closed"
