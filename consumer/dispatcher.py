@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections import deque
@@ -260,17 +261,19 @@ class Dispatcher:
         if sizes is None:
             sizes = self._batch_sizes[provider.name] = self._metrics.batch_size.labels(provider.name)
         sizes.observe(len(envelopes))
-        log_event = log.debug if all(o.accepted for o in result.outcomes) else log.warning
-        log_event(
-            "batch sent",
-            provider=provider.name,
-            campaign_id=first.request.campaign_id,
-            batch_id=batch_id,
-            batch_size=len(envelopes),
-            http_status=result.http_status,
-            attempts=result.attempts,
-            accepted=sum(1 for o in result.outcomes if o.accepted),
-        )
+        accepted = tally.get((provider.name, Status.SENT.value), 0)
+        if accepted < len(envelopes) or log.is_enabled_for(logging.DEBUG):
+            log_event = log.debug if accepted == len(envelopes) else log.warning
+            log_event(
+                "batch sent",
+                provider=provider.name,
+                campaign_id=first.request.campaign_id,
+                batch_id=batch_id,
+                batch_size=len(envelopes),
+                http_status=result.http_status,
+                attempts=result.attempts,
+                accepted=accepted,
+            )
         await self._publish_then_done(
             statuses,
             (),

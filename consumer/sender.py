@@ -44,14 +44,21 @@ class AiohttpTransport:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}  # parsed once: most providers post every message to one URL
 
     async def send(self, request: HttpRequest, timeout: float) -> HttpResponse:
         limit = self._timeouts.get(timeout)
         if limit is None:
             limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        url = self._urls.get(request.url)
+        if url is None:
+            url = URL(request.url, encoded=True)
+            if len(self._urls) >= 1024:
+                self._urls.clear()
+            self._urls[request.url] = url
         async with self._session.request(
             request.method,
-            URL(request.url, encoded=True),
+            url,
             headers=request.headers,
             data=request.body,
             timeout=limit,

@@ -21,9 +21,9 @@ from schemas.events import DLQ_HEADERS, Status
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Origin:
-    """Where a send-request was read from."""
+    """Where a send-request was read from. Treated as immutable (not frozen: one is made per record)."""
 
     topic: str
     partition: int
