@@ -159,7 +159,7 @@ class Dispatcher:
 
     # -- internals -------------------------------------------------------------------------------------------
 
-    def _track(self, count: int, coro: Any, **context: Any) -> None:
+    def _track(self, count: int, coro: Any, **context: Any) -> asyncio.Task[None]:
         self._in_flight += count
         self._idle.clear()
         task = asyncio.create_task(coro)
@@ -174,6 +174,7 @@ class Dispatcher:
                 log.error("batch task failed", exc_info=t.exception(), **context)
 
         task.add_done_callback(finished)
+        return task
 
     def _queue_single(self, envelope: Envelope) -> None:
         provider = envelope.provider
@@ -184,12 +185,23 @@ class Dispatcher:
         queue.append(envelope)
         self._in_flight += 1
         running = self._workers.get(name, 0)
-        if running < provider.config.concurrency:
+        # Twice the provider's concurrency: a worker also waits out retry backoffs and Kafka's acknowledgement,
+        # and the sender's own limit keeps HTTP requests within the concurrency meanwhile.
+        if running < 2 * provider.config.concurrency:
             self._workers[name] = running + 1
-            self._track(0, self._single_worker(name, queue), provider=name)
+            started: list[bool] = []
+            task = self._track(0, self._single_worker(name, queue, started), provider=name)
+            task.add_done_callback(lambda _: None if started else self._worker_ended(name))
 
-    async def _single_worker(self, name: str, queue: deque[Envelope]) -> None:
-        """Send queued messages one by one until the queue is empty."""
+    def _worker_ended(self, name: str) -> None:
+        self._workers[name] -= 1
+
+    async def _single_worker(self, name: str, queue: deque[Envelope], started: list[bool]) -> None:
+        """Send queued messages one by one until the queue is empty.
+
+        The worker count drops the moment the queue is found empty (a message queued right after starts a
+        new worker); for a worker cancelled before its first step, its done callback drops it."""
+        started.append(True)
         try:
             while queue:
                 envelope = queue.popleft()
@@ -202,7 +214,7 @@ class Dispatcher:
                 finally:
                     self._in_flight -= 1
         finally:
-            self._workers[name] -= 1
+            self._worker_ended(name)
 
     def _launch(self, envelopes: list[Envelope]) -> None:
         first = envelopes[0].request
@@ -356,10 +368,12 @@ class Dispatcher:
         context: dict[str, Any] | None = None,
     ) -> None:
         # A record counts as done only once Kafka acknowledged its status: until then its offset is not
-        # committed, so a crash here means it is read and sent again, never lost.
+        # committed, so a crash here means it is read and sent again, never lost. A retry is published on its
+        # own, so a status that cannot be published holds up only its own records.
+        retry = False
         while True:
             try:
-                await self._publisher.publish(statuses, letters)
+                await self._publisher.publish(statuses, letters, alone=retry)
                 self.publish_healthy = True
                 break
             except asyncio.CancelledError:
@@ -374,6 +388,7 @@ class Dispatcher:
                     **(context or {}),
                 )
                 await asyncio.sleep(self._backoff)
+                retry = True
         metrics = self._metrics
         counters = self._counters
         for label, count in tally.items():

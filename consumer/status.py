@@ -7,6 +7,7 @@ it) and serialised once with orjson, which keeps the per-message cost low.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,14 +128,15 @@ class Producer(Protocol):
     async def partitions_for(self, topic: str) -> set[int]: ...
 
 
-class _Joined:
-    """Statuses of several `publish` calls that go to the producer together."""
+class _Group:
+    """Statuses of one or more `publish` calls handed to the producer together: each call's records and the
+    future it waits on (cancelled when the caller gave up, which drops its records if not yet handed over)."""
 
-    __slots__ = ("acked", "records")
+    __slots__ = ("alone", "parts")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.records: list[tuple[bytes, bytes]] = []
-        self.acked: asyncio.Future[None] = loop.create_future()
+    def __init__(self, alone: bool) -> None:
+        self.alone = alone
+        self.parts: list[tuple[Sequence[tuple[bytes, bytes]], asyncio.Future[None]]] = []
 
 
 class StatusPublisher:
@@ -145,7 +147,10 @@ class StatusPublisher:
     between). A large group goes out through the producer's batch API, split by partition with the
     producer's key partitioner (so a message's statuses always share a partition): a third of the CPU of
     one `send()` per record. A small group goes through `send()`, which the producer coalesces with its
-    other records. Each call returns once its group is acknowledged. Dead letters are rare and go one by one.
+    other records. Each call returns once its group is acknowledged, or raises when any record of the group
+    failed; a call retried with `alone=True` is not joined, so a record that cannot be published fails only
+    its own call. A caller that gives up (is cancelled) before its group is handed over takes its records
+    back. Dead letters are rare and go one by one.
     """
 
     def __init__(self, producer: Producer, status_topic: str, dlq_topic: str) -> None:
@@ -153,98 +158,141 @@ class StatusPublisher:
         self._status_topic = status_topic
         self._dlq_topic = dlq_topic
         self._partitions: list[int] | None = None
-        self._next: _Joined | None = None
+        self._groups: deque[_Group] = deque()
         self._feeder: asyncio.Task[None] | None = None
 
-    async def publish(self, statuses: Sequence[tuple[bytes, bytes]], dead_letters: Sequence[DeadLetter] = ()) -> None:
-        """Send all records and wait for their acknowledgements; raises if any record failed."""
+    async def publish(
+        self,
+        statuses: Sequence[tuple[bytes, bytes]],
+        dead_letters: Sequence[DeadLetter] = (),
+        *,
+        alone: bool = False,
+    ) -> None:
+        """Send all records and wait for their acknowledgements; raises if any record failed (or, unless
+        `alone`, any record of the calls it was joined with)."""
         producer = self._producer
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         for letter in dead_letters:
             futures.append(await producer.send(self._dlq_topic, letter.value, key=letter.key, headers=letter.headers))
         if statuses:
-            joined = self._next
-            if joined is None:
-                joined = self._next = _Joined(asyncio.get_running_loop())
-            joined.records += statuses
+            loop = asyncio.get_running_loop()
+            groups = self._groups
+            group = groups[-1] if groups and not alone and not groups[-1].alone else None
+            if group is None:
+                group = _Group(alone)
+                groups.append(group)
+            acked: asyncio.Future[None] = loop.create_future()
+            group.parts.append((statuses, acked))
             if self._feeder is None:
-                self._feeder = asyncio.get_running_loop().create_task(self._feed())
-            # Shielded: a caller that is cancelled must not cancel the others' acknowledgement.
-            futures.append(asyncio.shield(joined.acked))
+                self._feeder = loop.create_task(self._feed())
+                self._feeder.add_done_callback(self._feeder_ended)
+            futures.append(acked)
         if len(futures) == 1:
             await futures[0]
         elif futures:
             await asyncio.gather(*futures)
 
     async def _feed(self) -> None:
-        """Hand the joined statuses to the producer, group after group, until none are waiting."""
-        try:
-            while (joined := self._next) is not None:
-                self._next = None
-                try:
-                    futures = await self._enqueue(joined.records)
-                except BaseException as exc:
-                    self._partitions = None  # the topic may have changed: look its partitions up again
-                    joined.acked.set_exception(exc if isinstance(exc, Exception) else ConnectionError("stopped"))
-                    joined.acked.exception()  # retrieved here: the callers may all have gone
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                _settle_when_acked(joined.acked, futures)
-        finally:
-            self._feeder = None
-            if (left := self._next) is not None:  # cancelled: nothing will send these
-                self._next = None
-                left.acked.set_exception(ConnectionError("the status publisher stopped"))
-                left.acked.exception()
+        """Hand the waiting groups to the producer, one after the other, until none are left."""
+        groups = self._groups
+        while groups:
+            parts = [part for part in groups.popleft().parts if not part[1].done()]  # done: the caller gave up
+            if not parts:
+                continue
+            records = parts[0][0] if len(parts) == 1 else [r for records, _ in parts for r in records]
+            handed: list[asyncio.Future[Any]] = []
+            try:
+                await self._enqueue(records, handed)
+            except Exception as exc:
+                self._partitions = None  # the topic may have changed: look its partitions up again
+                _settle_when_acked([acked for _, acked in parts], handed, failed=exc)
+                continue
+            except BaseException:
+                _settle_when_acked([acked for _, acked in parts], handed, failed=ConnectionError("stopped"))
+                raise
+            _settle_when_acked([acked for _, acked in parts], handed)
+        # Cleared here, in the same step that found nothing left: a call made after it starts a new feeder.
+        self._feeder = None
 
-    async def _enqueue(self, statuses: Sequence[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
+    def _feeder_ended(self, task: asyncio.Task[None]) -> None:
+        # A done callback, not a `finally`: it runs even for a feeder cancelled before its first step.
+        if self._feeder is task:
+            self._feeder = None
+        if not task.cancelled() and task.exception() is None:
+            return
+        while self._groups:  # nothing will hand these over: their callers must not wait forever
+            for _, acked in self._groups.popleft().parts:
+                if not acked.done():
+                    acked.set_exception(ConnectionError("the status publisher stopped"))
+                    acked.exception()
+
+    async def _enqueue(self, statuses: Sequence[tuple[bytes, bytes]], handed: list[asyncio.Future[Any]]) -> None:
+        """Hand `statuses` to the producer; `handed` gets each producer future as soon as it exists."""
+        producer, topic = self._producer, self._status_topic
         if len(statuses) < BATCH_API_MIN:
             # A few records: `send()` lets the producer coalesce them with other records (linger).
-            producer, topic = self._producer, self._status_topic
-            return [await producer.send(topic, value, key=key) for key, value in statuses]
-        return await self._send_statuses(statuses)
-
-    async def _send_statuses(self, statuses: Sequence[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
-        producer, topic = self._producer, self._status_topic
+            for key, value in statuses:
+                handed.append(await producer.send(topic, value, key=key))
+            return
         partitions = self._partitions
         if partitions is None:
             partitions = self._partitions = sorted(await producer.partitions_for(topic))
         open_batches: dict[int, Any] = {}
-        futures = []
         for key, value in statuses:
             partition = partition_for(key, partitions)
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                handed.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = open_batches[partition] = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a status of {len(value)} bytes is larger than a whole producer batch")
         for partition, batch in open_batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            handed.append(await producer.send_batch(batch, topic, partition=partition))
 
 
-def _settle_when_acked(acked: asyncio.Future[None], futures: list[asyncio.Future[Any]]) -> None:
-    """Resolve `acked` once every producer future is done: with the first failure, if any."""
-    remaining = len(futures)
-    if not remaining:
-        acked.set_result(None)
-        return
+def _settle_when_acked(
+    targets: list[asyncio.Future[None]], futures: list[asyncio.Future[Any]], failed: BaseException | None = None
+) -> None:
+    """Resolve each target once every producer future is done, or at the first failure with it (`failed`:
+    the hand-over itself failed, after `futures` were handed). Targets already done (callers gone) are left."""
+    _Settlement(targets, futures, failed)
 
-    def one_done(future: asyncio.Future[Any]) -> None:
-        nonlocal remaining
-        remaining -= 1
+
+class _Settlement:
+    __slots__ = ("failure", "remaining", "targets")
+
+    def __init__(
+        self, targets: list[asyncio.Future[None]], futures: list[asyncio.Future[Any]], failed: BaseException | None
+    ) -> None:
+        self.targets = targets
+        self.remaining = len(futures)
+        self.failure = failed
+        if failed is not None or not futures:
+            self._settle()
+        for future in futures:
+            future.add_done_callback(self._one_done)
+
+    def _one_done(self, future: asyncio.Future[Any]) -> None:
+        self.remaining -= 1
+        # Always retrieved, so a failure that arrives after the group was answered is not reported as lost.
         failure = ConnectionError("a status send was cancelled") if future.cancelled() else future.exception()
-        if acked.done():
-            return  # the group failed already
+        if self.failure is not None:
+            return
         if failure is not None:
-            acked.set_exception(failure)
-            acked.exception()  # retrieved here: the callers may all have gone
-        elif remaining == 0:
-            acked.set_result(None)
+            self.failure = failure
+            self._settle()  # the first failure answers at once
+        elif self.remaining == 0:
+            self._settle()
 
-    for future in futures:
-        future.add_done_callback(one_done)
+    def _settle(self) -> None:
+        failure = self.failure
+        for target in self.targets:
+            if target.done():
+                continue
+            if failure is None:
+                target.set_result(None)
+            else:
+                target.set_exception(failure)
+                target.exception()  # retrieved here: the caller may be gone by the time it is set

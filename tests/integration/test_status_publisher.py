@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from consumer.status import BATCH_API_MIN, StatusPublisher
 from consumer.testing import collect
@@ -103,3 +103,64 @@ async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledge
         assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": BATCH_API_MIN}
     finally:
         await real.stop()
+
+
+async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call_alone(
+    kafka_bootstrap, topic_names, create_topics
+):
+    topic = topic_names("status")
+    await create_topics(kafka_bootstrap, {topic: 3})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
+    too_large = (b"big", b'{"status": "sent", "metadata": "' + b"x" * 2_000_000 + b'"}')
+    try:
+        calls = [[(f"k{i}".encode(), b'{"status": "sent"}')] for i in range(5)]
+        calls.insert(2, [too_large])
+        joined = await asyncio.gather(*(publisher.publish(c) for c in calls), return_exceptions=True)
+        assert all(isinstance(r, MessageSizeTooLargeError) for r in joined)  # one group: one answer
+        # Retried alone (as the dispatcher retries), only the call with the refused status fails again.
+        alone = await asyncio.gather(*(publisher.publish(c, alone=True) for c in calls), return_exceptions=True)
+        assert [isinstance(r, MessageSizeTooLargeError) for r in alone] == [False, False, True, False, False, False]
+    finally:
+        await producer.stop()
+    keys = {r["status"] for r in await collect(kafka_bootstrap, topic, 5, timeout=30)}
+    assert keys == {"sent"}
+
+
+class GatedProducer(CountingProducer):
+    """Holds every `send` until `gate` is set."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        super().__init__(producer)
+        self.gate = asyncio.Event()
+
+    async def send(self, *args, **kwargs):
+        await self.gate.wait()
+        return await super().send(*args, **kwargs)
+
+
+async def test_a_caller_that_gives_up_before_its_group_is_handed_over_takes_its_statuses_back(
+    kafka_bootstrap, topic_names, create_topics
+):
+    topic = topic_names("status")
+    await create_topics(kafka_bootstrap, {topic: 1})
+    real = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await real.start()
+    producer = GatedProducer(real)
+    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
+    try:
+        first = asyncio.create_task(publisher.publish([(b"first", b'{"n": 1}')]))
+        await asyncio.sleep(0.1)  # being handed over, held at the gate
+        # A callback whose deadline passes while Kafka is away: it gives up (and its provider calls again).
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await publisher.publish([(b"gave-up", b'{"n": 2}')])
+        later = asyncio.create_task(publisher.publish([(b"later", b'{"n": 3}')]))
+        producer.gate.set()
+        await asyncio.gather(first, later)
+    finally:
+        await real.stop()
+    keys = {r["n"] for r in await collect(kafka_bootstrap, topic, 2, timeout=30)}
+    assert keys == {1, 3}
+    assert producer.sends == 2
