@@ -39,19 +39,6 @@ def _answer(status: int, **body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-class _Batch:
-    """Status records of several callbacks published together, and the answer they all wait for."""
-
-    __slots__ = ("deadline", "done", "providers", "records")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.deadline = loop.time() + timeout
-        """The first callback's deadline: it waits for the publish before it, then publishes in what is left."""
-        self.records: list[tuple[bytes, bytes]] = []
-        self.providers: set[str] = set()
-        self.done: asyncio.Future[bool] = loop.create_future()
-
-
 class CallbackEndpoint:
     """Receives the callbacks of the providers that have a `callback` section."""
 
@@ -63,9 +50,6 @@ class CallbackEndpoint:
         self._seen = SeenReports(settings.dedupe_size)
         self._in_flight: dict[Hashable, asyncio.Future[bool]] = {}
         self._publisher: StatusPublisher | None = None
-        # Callbacks arriving while a publish is in flight are published together by the next one.
-        self._next: _Batch | None = None
-        self._flush_task: asyncio.Task[None] | None = None
         self._counters: dict[tuple[str, str], Any] = {}
         for name, config in self._configs.items():
             if config.auth is None:
@@ -108,11 +92,12 @@ class CallbackEndpoint:
         if config is None:
             return _answer(404, error="no provider with callbacks has this name")
         auth = config.auth
-        body = await request.read()
         signed = None
         if isinstance(auth, CallbackTwilioAuth):
-            url = f"{request.scheme}://{request.host}{request.raw_path}"
-            signed = SignedRequest(url, request.content_type if body else "", body)
+            # The URL Twilio called: the configured public scheme and host (a request's Host header is the
+            # caller's to choose), and the path and query exactly as on the request line.
+            body = await request.read()
+            signed = SignedRequest(auth.public_url + request.raw_path, request.content_type if body else "", body)
         if not authenticated(auth, request.headers, request.query, signed):
             self._count(provider, "unauthorized")
             log.warning("callback refused: not authenticated", provider=provider)
@@ -120,6 +105,7 @@ class CallbackEndpoint:
             headers = {"WWW-Authenticate": 'Basic realm="callbacks"'} if basic else {}
             return web.json_response({"error": "unauthorized"}, status=401, headers=headers)
         secret_parameter = auth.query if isinstance(auth, CallbackSecretAuth) else None
+        body = signed.body if signed is not None else await request.read()
         try:
             reports = read_reports(config, request.content_type if body else "", body, request.query, secret_parameter)
         except MalformedCallback as exc:
@@ -174,43 +160,18 @@ class CallbackEndpoint:
         return _answer(200, **counts)
 
     async def _publish(self, provider: str, records: list[tuple[bytes, bytes]]) -> bool:
-        """Publish with the other callbacks of the moment: one publish at a time, and every callback that
-        arrives meanwhile joins the next one (one batch send for many callbacks instead of one send each)."""
-        batch = self._next
-        if batch is None:
-            batch = self._next = _Batch(asyncio.get_running_loop(), self._settings.publish_timeout_s)
-        batch.records += records
-        batch.providers.add(provider)
-        if self._flush_task is None:
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush())
-        return await asyncio.shield(batch.done)
-
-    async def _flush(self) -> None:
-        try:
-            while (batch := self._next) is not None:
-                self._next = None
-                ok = False
-                try:
-                    ok = await self._publish_batch(batch)
-                finally:
-                    batch.done.set_result(ok)
-        finally:
-            self._flush_task = None
-            if (left := self._next) is not None:  # cancelled: nothing will publish these
-                self._next = None
-                left.done.set_result(False)
-
-    async def _publish_batch(self, batch: _Batch) -> bool:
+        """Publish within the timeout (counted from now). The publisher joins the statuses of concurrent
+        callbacks into one hand-over; a callback that times out takes its statuses back if they were not
+        handed over yet, so a provider calling again during an outage does not pile up copies."""
         publisher = self._publisher
         if publisher is None:
             return False
         try:
-            async with asyncio.timeout_at(batch.deadline):
-                await publisher.publish(batch.records)
+            async with asyncio.timeout(self._settings.publish_timeout_s):
+                await publisher.publish(records)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            providers = sorted(batch.providers)
-            log.warning("publishing delivery reports failed", providers=providers, error=type(exc).__name__)
+            log.warning("publishing delivery reports failed", provider=provider, error=type(exc).__name__)
             return False
         return True

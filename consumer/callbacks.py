@@ -12,7 +12,6 @@ functions and publishes. The two memories are bounded and per instance:
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections import OrderedDict
@@ -81,7 +80,7 @@ class SignedRequest:
     """What a request signature covers: the URL as the provider called it, and the body."""
 
     url: str
-    """Scheme, host, path and query string, as received (percent-escapes kept)."""
+    """Scheme and host as configured, then the path and query string of the request line (escapes kept)."""
     content_type: str
     body: bytes
 
@@ -90,12 +89,16 @@ def _with_and_without_default_port(url: str) -> list[str]:
     """The URL as given, and with its scheme's default port added or dropped: providers sign either form."""
     parts = urlsplit(url)
     default = {"https": 443, "http": 80}.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:  # not a port number
+        return [url]
     if default is None or parts.hostname is None:
         return [url]
     host = parts.netloc.rsplit("@", 1)[-1]
-    if parts.port is None:
+    if port is None:
         other = parts._replace(netloc=f"{host}:{default}")
-    elif parts.port == default:
+    elif port == default:
         other = parts._replace(netloc=host.rsplit(":", 1)[0])
     else:
         return [url]
@@ -116,9 +119,6 @@ def twilio_signature_valid(auth: CallbackTwilioAuth, signature: str | None, requ
         return False
     token = auth.auth_token.get_secret_value()
     url = request.url
-    if auth.public_url is not None:
-        parts = urlsplit(url)
-        url = auth.public_url + urlunsplit(("", "", parts.path, parts.query, ""))
     kind = request.content_type.split(";")[0].strip().lower()
     fields: dict[str, str] | None = None
     if request.body and kind in ("application/x-www-form-urlencoded", ""):
@@ -130,7 +130,7 @@ def twilio_signature_valid(auth: CallbackTwilioAuth, signature: str | None, requ
         digest = dict(parse_qsl(urlsplit(url).query)).get("bodySHA256", "")
         if not hmac.compare_digest(digest.encode(), hashlib.sha256(request.body).hexdigest().encode()):
             return False
-    given = signature.encode()
+    given = signature.encode("utf-8", "surrogateescape")
     found = False
     for candidate in _with_and_without_default_port(url):
         found |= hmac.compare_digest(given, twilio_signature(token, candidate, fields).encode())
@@ -155,14 +155,15 @@ def authenticated(
         return signed is not None and twilio_signature_valid(auth, headers.get("X-Twilio-Signature"), signed)
     if isinstance(auth, CallbackSecretAuth):
         given = headers.get(auth.header) if auth.header is not None else query.get(auth.query or "")
-        return given is not None and hmac.compare_digest(given.encode(), auth.secret.get_secret_value().encode())
+        expected = auth.secret.get_secret_value().encode()
+        return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected)
     header = headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
         return False
     try:
         user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):  # binascii.Error, or text that is not ASCII
         return False
     ok_user = hmac.compare_digest(user.encode(), auth.username.encode())
     ok_password = hmac.compare_digest(password.encode(), auth.password.get_secret_value().encode())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -330,7 +329,7 @@ class ResponseConfig(_Strict):
             raise ValueError("`record_recipient` needs `records`")
         return self
 
-    @cached_property
+    @property
     def reads_body(self) -> bool:
         """Whether mapping an answer needs its JSON body."""
         return any(p is not None for p in (self.message_id, self.body_status, self.records, self.refused_recipients))
@@ -416,12 +415,11 @@ class CallbackTwilioAuth(_Strict):
     auth_token_file: str | None = Field(
         default=None, description="File holding the auth token, read at start-up (a trailing line break is dropped)."
     )
-    public_url: str | None = Field(
-        default=None,
-        pattern=r"^https?://[^/?#]+$",
-        description="Scheme and host (and port) Twilio calls, such as `https://hooks.example.com`, when a proxy "
-        "stands in between; default: the scheme and `Host` of the request as it arrives. The path and query are "
-        "always the request's own.",
+    public_url: str = Field(
+        pattern=r"^https?://[^/?#@]+$",
+        description="Scheme and host (and port, if any) of the callback URL as given to Twilio, such as "
+        "`https://hooks.example.com`: the signature covers the URL Twilio called, and a request's own `Host` "
+        "header is the caller's to choose. The path and query are the request's own.",
     )
 
     @model_validator(mode="before")

@@ -185,14 +185,20 @@ async def test_refused_repeated_intermediate_and_unknown_callbacks(running):
 
 async def test_twilio_callbacks_signed_with_the_auth_token_are_taken_and_forged_ones_refused(running):
     auth_token = "twilio-auth-t0ken"
-    run = await running("twilio", {"type": "twilio_signature", "auth_token": auth_token})
+    public = "https://hooks.example.com"  # what Twilio calls; a proxy forwards it to the service
+    auth = {"type": "twilio_signature", "auth_token": auth_token, "public_url": public}
+    run = await running("twilio", auth)
     content_type, body = run.fake.callback(NUMBERS[2], delivered=False)
     fields = dict(parse_qsl(body.decode()))
+    called = public + "/callbacks/twilio"
     with capture_logs(secrets=[auth_token], level="info") as logs:
         assert (await run.fire(content_type, body, signature=None))[0] == 401
-        forged = twilio_signature("not-the-token", run.base, fields)
+        forged = twilio_signature("not-the-token", called, fields)
         assert (await run.fire(content_type, body, signature=forged))[0] == 401
-        status, answer = await run.fire(content_type, body, signature=twilio_signature(auth_token, run.base, fields))
+        # Signed for the address the request reached, not the one configured: not Twilio's.
+        local = twilio_signature(auth_token, run.base, fields)
+        assert (await run.fire(content_type, body, signature=local))[0] == 401
+        status, answer = await run.fire(content_type, body, signature=twilio_signature(auth_token, called, fields))
     assert status == 200 and answer["published"] == 1
     statuses = await run.statuses(len(NUMBERS) + 1, timeout=10)
     report = DeliveryStatus.model_validate(statuses[-1])

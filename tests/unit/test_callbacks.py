@@ -273,7 +273,7 @@ def test_twilio_signature_matches_twilio_s_published_example():
 def _twilio(**auth):
     config = CallbackConfig.model_validate(
         {
-            "auth": {"type": "twilio_signature", "auth_token": "12345", **auth},
+            "auth": {"type": "twilio_signature", "auth_token": "12345", "public_url": "https://mycompany.com", **auth},
             "message_id": "MessageSid",
             "status": "MessageStatus",
             "statuses": {"delivered": "delivered"},
@@ -299,12 +299,23 @@ def test_twilio_signed_form_callbacks_are_taken_and_anything_altered_is_refused(
     assert authenticated(auth, good, {}, SignedRequest(url.replace(".com/", ".com:443/"), FORM, body))
 
 
-def test_twilio_signature_behind_a_proxy_uses_the_public_scheme_and_host():
-    auth = _twilio(public_url="https://mycompany.com")
+def test_twilio_signature_needs_the_public_url_and_odd_input_is_refused_not_an_error():
+    with pytest.raises(ValueError, match="public_url"):
+        CallbackConfig.model_validate(
+            {
+                "auth": {"type": "twilio_signature", "auth_token": "12345"},
+                "message_id": "MessageSid",
+                "status": "MessageStatus",
+                "statuses": {"delivered": "delivered"},
+            }
+        )
+    with pytest.raises(ValueError, match="public_url"):
+        _twilio(public_url="https://x.example/path")  # scheme and host only: the path is the request's
+    auth = _twilio()
     body = urlencode(TWILIO_PARAMS).encode()
-    arrived = SignedRequest("http://10.0.0.7:8080/myapp.php?foo=1&bar=2", FORM, body)
-    assert authenticated(auth, {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}, {}, arrived)
-    assert not authenticated(_twilio(), {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}, {}, arrived)
+    assert not authenticated(auth, {"X-Twilio-Signature": "\udcff"}, {}, SignedRequest("https://a/", FORM, body))
+    signed = SignedRequest("https://mycompany.com:notaport/myapp.php", FORM, body)
+    assert not authenticated(auth, {"X-Twilio-Signature": "0/KCTR6DLpKmkAf8muzZqo1nDgQ="}, {}, signed)
 
 
 def test_twilio_signed_json_callbacks_are_covered_by_the_body_hash_in_the_url():
