@@ -212,7 +212,7 @@ class Supervisor:
                 self._failed = True
                 log.error("worker failed while stopping", worker=slot.index, ran_s=ran_s, **_describe(code))
             return
-        if code == CANNOT_START and slot.launches == 1:
+        if code == CANNOT_START and slot.launches == 1 and ran_s < STABLE_AFTER_S:
             self._cannot_start = True
             self._stops.append(signal.SIGTERM)
             log.error("worker could not start: stopping the others", worker=slot.index, **_describe(code))
