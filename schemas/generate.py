@@ -65,7 +65,43 @@ MODELS: dict[str, type[BaseModel]] = {
 def render(model: type[BaseModel]) -> str:
     schema: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
     schema.update(model.model_json_schema(mode="validation"))
+    if model is ServiceConfig:
+        _allow_preset_entries(schema)
     return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def _allow_preset_entries(schema: dict[str, Any]) -> None:
+    """A provider entry that names a `preset` gives only what it changes (the preset is merged under it at
+    load): it is checked against `ProviderConfigOverPreset`, the provider's schema with nothing required
+    (authentication excepted: an `auth` replaces the preset's whole)."""
+    defs = schema["$defs"]
+    partial: dict[str, str] = {}
+
+    def relaxed(name: str) -> str:
+        if name not in partial:
+            partial[name] = target = "ProviderConfigOverPreset" if name == "ProviderConfig" else f"{name}OverPreset"
+            copy = json.loads(json.dumps(defs[name]))
+            copy.pop("required", None)
+            copy["title"] = target
+            defs[target] = rewrite(copy)
+        return partial[name]
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/") and "Auth" not in ref:
+                return {**node, "$ref": "#/$defs/" + relaxed(ref.removeprefix("#/$defs/"))}
+            return {k: (v if k == "discriminator" else rewrite(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rewrite(v) for v in node]
+        return node
+
+    providers = schema["properties"]["providers"]
+    providers["additionalProperties"] = {
+        "if": {"required": ["preset"], "properties": {"preset": {"type": "string"}}},
+        "then": {"$ref": "#/$defs/" + relaxed("ProviderConfig")},
+        "else": providers["additionalProperties"],
+    }
 
 
 def _default(field: Any) -> str:
