@@ -17,7 +17,7 @@ from consumer.errors import EventError
 from consumer.segments import message_facts
 from consumer.status import DeadLetter, Origin, dlq_headers, status_record
 from consumer.templates import CompiledProvider, Prepared, message_values
-from schemas.events import SendRequest, Status
+from schemas.events import METADATA_MAX_BYTES, SendRequest, Status, metadata_size
 
 MAX_REASON = 500
 
@@ -76,7 +76,7 @@ def _salvage(value: bytes | None) -> dict[str, Any]:
         if isinstance(item, str) and 0 < len(item) <= 256:
             out[field] = item
     metadata = doc.get("metadata")
-    if isinstance(metadata, dict):
+    if isinstance(metadata, dict) and metadata_size(metadata) <= METADATA_MAX_BYTES:  # else too large to repeat
         out["metadata"] = metadata
     return out
 

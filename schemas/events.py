@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
@@ -17,6 +18,16 @@ E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 ReplacementValue = str | int | float | bool | None
+METADATA_MAX_BYTES = 65_536
+"""Largest `metadata` of a send-request, as compact JSON: every status repeats it."""
+
+
+def metadata_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON (what a status carries); a value JSON cannot carry counts as too large."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return METADATA_MAX_BYTES + 1
 
 
 class SendRequest(BaseModel):
@@ -51,8 +62,17 @@ class SendRequest(BaseModel):
         default=None, description="RFC 3339 time after which the message must not be sent."
     )
     metadata: dict[str, Any] | None = Field(
-        default=None, description="Opaque object passed through unchanged to every status of this message."
+        default=None,
+        description="Opaque object passed through unchanged to every status of this message; at most "
+        f"{METADATA_MAX_BYTES:,} bytes as JSON (a status must stay well within Kafka's record size).",
     )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and (size := metadata_size(value)) > METADATA_MAX_BYTES:
+            raise ValueError(f"metadata takes {size:,} bytes as JSON; at most {METADATA_MAX_BYTES:,}")
+        return value
 
     @field_validator("created_at", "expires_at")
     @classmethod

@@ -124,3 +124,17 @@ def test_every_status_carries_the_body_encoding_and_segments(intake):
     assert (rejected.encoding, rejected.segments) == ("GSM-7", 1)
     template_only = status_of(intake.accept(None, valid(body=None, template_id="T"), ORIGIN))
     assert template_only.encoding is None and template_only.segments is None
+
+
+def test_metadata_too_large_to_repeat_in_every_status_is_refused_and_kept_out_of_its_status(intake):
+    from schemas.events import METADATA_MAX_BYTES
+
+    just_fits = {"blob": "x" * (METADATA_MAX_BYTES - len('{"blob":""}'))}
+    assert isinstance(intake.accept(b"k", valid(metadata=just_fits), ORIGIN), Envelope)
+    raw = valid(metadata={"blob": "x" * METADATA_MAX_BYTES})
+    out = intake.accept(b"k", raw, ORIGIN)
+    assert isinstance(out, Refusal) and out.code == "invalid_event"
+    assert "metadata takes 65,547 bytes as JSON; at most 65,536" in out.message
+    status = status_of(out)
+    assert (status.status, status.message_id, status.metadata) == (Status.REJECTED, "m1", None)
+    assert out.dead_letter is not None and out.dead_letter.value == raw
