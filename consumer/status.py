@@ -182,7 +182,10 @@ class StatusPublisher:
                 group = _Group(alone)
                 groups.append(group)
             acked: asyncio.Future[None] = loop.create_future()
-            group.parts.append((statuses, acked))
+            parts = group.parts
+            if len(parts) % 1024 == 1023:  # a long wait: callers that gave up leave no records behind
+                parts[:] = [part for part in parts if not part[1].done()]
+            parts.append((statuses, acked))
             if self._feeder is None:
                 self._feeder = loop.create_task(self._feed())
                 self._feeder.add_done_callback(self._feeder_ended)
