@@ -31,6 +31,7 @@ GSM_SINGLE, GSM_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
 
 _NOT_GSM = re.compile("[^" + re.escape(GSM_BASIC + GSM_EXTENSION) + "]")
+_NOT_GSM_BASIC = re.compile("[^" + re.escape(GSM_BASIC) + "]")
 _EXTENSION = frozenset(GSM_EXTENSION)
 
 
@@ -47,6 +48,8 @@ def message_facts(body: str | None) -> tuple[str | None, int | None]:
     """
     if body is None:
         return None, None
+    if _NOT_GSM_BASIC.search(body) is None:  # the common case: no escapes, one pass
+        return GSM_7, _parts(body, len(body), GSM_SINGLE, GSM_PART, False, _gsm_width)
     if _NOT_GSM.search(body) is None:
         escapes = sum(map(body.count, GSM_EXTENSION))
         return GSM_7, _parts(body, len(body) + escapes, GSM_SINGLE, GSM_PART, escapes > 0, _gsm_width)
