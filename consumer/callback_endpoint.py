@@ -144,7 +144,7 @@ class CallbackEndpoint:
         if records:
             ok = False
             try:
-                ok = await self._publish(provider, records)
+                ok = await self._publish(publisher, provider, records)
             finally:
                 for done_key in mine:
                     self._in_flight.pop(done_key).set_result(ok)
@@ -159,13 +159,10 @@ class CallbackEndpoint:
             self._count(provider, result, n)
         return _answer(200, **counts)
 
-    async def _publish(self, provider: str, records: list[tuple[bytes, bytes]]) -> bool:
+    async def _publish(self, publisher: StatusPublisher, provider: str, records: list[tuple[bytes, bytes]]) -> bool:
         """Publish within the timeout (counted from now). The publisher joins the statuses of concurrent
         callbacks into one hand-over; a callback that times out takes its statuses back if they were not
         handed over yet, so a provider calling again during an outage does not pile up copies."""
-        publisher = self._publisher
-        if publisher is None:
-            return False
         try:
             async with asyncio.timeout(self._settings.publish_timeout_s):
                 await publisher.publish(records)

@@ -228,11 +228,7 @@ class Dispatcher:
 
     async def _send(self, envelopes: list[Envelope]) -> None:
         deadline = None
-        if len(envelopes) == 1:  # one message per request: no lists to build
-            only = envelopes[0].deadline
-            deadlines = [only] if only is not None else []
-        else:
-            deadlines = [e.deadline for e in envelopes if e.deadline is not None]
+        deadlines = [e.deadline for e in envelopes if e.deadline is not None]
         if deadlines:
             now = datetime.now(UTC)
             expired = [e for e in envelopes if e.deadline is not None and e.deadline <= now]

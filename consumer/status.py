@@ -208,12 +208,12 @@ class StatusPublisher:
                 await self._enqueue(records, handed)
             except Exception as exc:
                 self._partitions = None  # the topic may have changed: look its partitions up again
-                _settle_when_acked([acked for _, acked in parts], handed, failed=exc)
+                _Settlement([acked for _, acked in parts], handed, failed=exc)
                 continue
             except BaseException:
-                _settle_when_acked([acked for _, acked in parts], handed, failed=ConnectionError("stopped"))
+                _Settlement([acked for _, acked in parts], handed, failed=ConnectionError("stopped"))
                 raise
-            _settle_when_acked([acked for _, acked in parts], handed)
+            _Settlement([acked for _, acked in parts], handed)
         # Cleared here, in the same step that found nothing left: a call made after it starts a new feeder.
         self._feeder = None
 
@@ -255,19 +255,17 @@ class StatusPublisher:
             handed.append(await producer.send_batch(batch, topic, partition=partition))
 
 
-def _settle_when_acked(
-    targets: list[asyncio.Future[None]], futures: list[asyncio.Future[Any]], failed: BaseException | None = None
-) -> None:
-    """Resolve each target once every producer future is done, or at the first failure with it (`failed`:
-    the hand-over itself failed, after `futures` were handed). Targets already done (callers gone) are left."""
-    _Settlement(targets, futures, failed)
-
-
 class _Settlement:
+    """Resolves each target once every producer future is done, or at the first failure with it (`failed`:
+    the hand-over itself failed, after `futures` were handed). Targets already done (callers gone) are left."""
+
     __slots__ = ("failure", "remaining", "targets")
 
     def __init__(
-        self, targets: list[asyncio.Future[None]], futures: list[asyncio.Future[Any]], failed: BaseException | None
+        self,
+        targets: list[asyncio.Future[None]],
+        futures: list[asyncio.Future[Any]],
+        failed: BaseException | None = None,
     ) -> None:
         self.targets = targets
         self.remaining = len(futures)
