@@ -55,7 +55,7 @@ class Endpoint:
             return response.status, await response.json()
 
     def counted(self, result: str) -> float:
-        return self.metrics.callbacks.labels("acme", result)._value.get()
+        return self.metrics.callbacks.labels("acme", result).value
 
 
 @pytest.fixture

@@ -253,7 +253,7 @@ def exposed_metric_names() -> set[str]:
     """Sample names of a live `Metrics().render()`, every labelled metric touched once."""
     metrics = Metrics()
     for metric in vars(metrics).values():
-        labels = getattr(metric, "_labelnames", ())
+        labels = getattr(metric, "labelnames", ())
         if labels:
             metric.labels(*("x" for _ in labels))
     families = text_string_to_metric_families(metrics.render().decode())
