@@ -91,7 +91,7 @@ def map_response(
         failure = RecordOutcome(False, None, code, f"provider answered HTTP {status}: {excerpt(body)}")
         return [failure] * count
     doc: Any = None
-    if config.reads_body and body:
+    if body and config.reads_body:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from consumer.auth import AuthError, RefreshableSigner, Signer
+from consumer.auth import AuthError, NoSigner, RefreshableSigner, Signer
 from consumer.limits import BreakerState, CircuitBreaker, TokenBucket
 from consumer.metrics import Metrics
 from consumer.responses import RecordOutcome, excerpt, is_accepted, map_response
@@ -74,6 +75,46 @@ def make_session(total_connections: int = 1024) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, auto_decompress=True, raise_for_status=False)
 
 
+class Slots:
+    """A counting semaphore whose uncontended path is a comparison, not a coroutine: the send path takes
+    and gives back a slot per HTTP attempt. A slot given back goes straight to the longest waiter."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # handed a slot, then cancelled before using it
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def give_back(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """Per-message outcomes of one request, after retries."""
@@ -125,7 +166,7 @@ class ProviderSender:
         self._breaker_opened = metrics.breaker_opened.labels(provider.name)
         self._latency = metrics.http_latency.labels(provider.name)
         self._responses = metrics.http_responses
-        self._response_counters: dict[str, Any] = {}
+        self._response_counters: dict[str | int, Any] = {}
         self._breaker_shown: BreakerState | None = None
         self._retries = metrics.retries.labels(provider.name)
         self._config = provider.config
@@ -133,7 +174,9 @@ class ProviderSender:
         self._signer = signer
         self._refreshable = signer if isinstance(signer, RefreshableSigner) else None
         self._policy = RetryPolicy.from_config(provider.config.retry)
-        self._slots = asyncio.Semaphore(provider.config.concurrency)
+        self._slots = Slots(provider.config.concurrency)
+        self._signs = not isinstance(signer, NoSigner)
+        self._unprotected = self._request_bucket is None and self._message_bucket is None
         self._sleep = sleep
         self._rng = rng or random.Random()
 
@@ -218,7 +261,16 @@ class ProviderSender:
         status: int | None = None
         while True:
             attempt += 1
-            probe = await self._gate(count)
+            breaker = self.breaker
+            if (
+                self._unprotected
+                and breaker.state is BreakerState.CLOSED
+                and not self._throttled
+                and self._pause_until <= self._clock()
+            ):
+                probe = False  # nothing to wait for: what `_gate` would find, without its coroutine
+            else:
+                probe = await self._gate(count)
             if deadline is not None and self._clock() >= deadline:
                 self._record(None, probe=probe)
                 expired = RecordOutcome(False, None, "expired", "expired before the provider could take it")
@@ -249,11 +301,14 @@ class ProviderSender:
         """One attempt: a final result, or a retryable failure; with the HTTP status, Retry-After, the breaker
         verdict (True: the provider answered sanely; False: it failed; None: no verdict) and the number of HTTP
         requests made so far (`sent` before it)."""
-        async with self._slots:
+        slots = self._slots
+        if not slots.try_take():
+            await slots.take()
+        try:
             refreshable = self._refreshable
             while True:
                 try:
-                    signed = await self._signer.sign(request)
+                    signed = await self._signer.sign(request) if self._signs else request
                 except AuthError as exc:
                     # Final for this request: the signer knows when credentials may be had again.
                     failure = RecordOutcome(False, None, exc.code, exc.message)
@@ -271,6 +326,8 @@ class ProviderSender:
                 # try once more, outside the retry policy.
                 refreshable = None
                 await self._throttle(count)
+        finally:
+            slots.give_back()
         if isinstance(response, RecordOutcome):
             return response, None, None, False, sent
         status = response.status
@@ -296,13 +353,13 @@ class ProviderSender:
             return RecordOutcome(False, None, "connection_error", _describe(exc))
         finally:
             self._latency.observe(time.perf_counter() - started)
-        self._count_response(str(response.status))
+        self._count_response(response.status)
         return response
 
-    def _count_response(self, result: str) -> None:
+    def _count_response(self, result: str | int) -> None:
         counter = self._response_counters.get(result)
         if counter is None:
-            counter = self._response_counters[result] = self._responses.labels(self.provider.name, result)
+            counter = self._response_counters[result] = self._responses.labels(self.provider.name, str(result))
         counter.inc()
 
 

@@ -332,7 +332,12 @@ class ResponseConfig(_Strict):
     @property
     def reads_body(self) -> bool:
         """Whether mapping an answer needs its JSON body."""
-        return any(p is not None for p in (self.message_id, self.body_status, self.records, self.refused_recipients))
+        return (
+            self.message_id is not None
+            or self.body_status is not None
+            or self.records is not None
+            or self.refused_recipients is not None
+        )
 
 
 class RetryConfig(_Strict):
