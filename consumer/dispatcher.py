@@ -71,6 +71,9 @@ class Dispatcher:
         self._batch_numbers = itertools.count(1)
         self._counters: dict[tuple[str, str], Any] = {}
         self._batch_sizes: dict[str, Any] = {}
+        # Read once (logging is configured before the service starts): asking the logger costs about a
+        # microsecond, and the answer is needed for every batch.
+        self._debug = log.is_enabled_for(logging.DEBUG)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -274,7 +277,7 @@ class Dispatcher:
             sizes = self._batch_sizes[provider.name] = self._metrics.batch_size.labels(provider.name)
         sizes.observe(len(envelopes))
         accepted = tally.get((provider.name, Status.SENT.value), 0)
-        if accepted < len(envelopes) or log.is_enabled_for(logging.DEBUG):
+        if accepted < len(envelopes) or self._debug:
             log_event = log.debug if accepted == len(envelopes) else log.warning
             log_event(
                 "batch sent",

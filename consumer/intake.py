@@ -129,11 +129,10 @@ class Intake:
                 _facts(request, encoding, segments),
             )
         created_at = request.created_at or _record_time(origin)
-        now = datetime.now(UTC)
         deadline = request.expires_at
         if self._max_age is not None and (deadline is None or created_at + self._max_age < deadline):
             deadline = created_at + self._max_age
-        if deadline is not None and deadline <= now:
+        if deadline is not None and deadline <= (now := datetime.now(UTC)):
             status = status_record(
                 status=Status.EXPIRED,
                 origin=origin,

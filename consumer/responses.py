@@ -21,9 +21,10 @@ DISPATCH_CODES = frozenset({"dispatch_error", "auth_failed"})
 """Outcome codes that mean the message could not be dispatched at all (status `dispatch_error`, not `failed`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordOutcome:
-    """What the provider said about one message of a request."""
+    """What the provider said about one message of a request. Treated as immutable (not frozen: one is made
+    per request, and the same one may stand for each message of it)."""
 
     accepted: bool
     provider_message_id: str | None = None

@@ -24,9 +24,9 @@ from consumer.templates import CompiledProvider, HttpRequest
 log = structlog.get_logger("consumer.sender")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpResponse:
-    """What the provider answered."""
+    """What the provider answered. Treated as immutable (not frozen: one is made per request)."""
 
     status: int
     headers: Mapping[str, str]
@@ -115,9 +115,10 @@ class Slots:
         self.free += 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendResult:
-    """Per-message outcomes of one request, after retries."""
+    """Per-message outcomes of one request, after retries. Treated as immutable (not frozen: one is made
+    per request)."""
 
     outcomes: list[RecordOutcome]
     attempts: int

@@ -34,9 +34,10 @@ Values = Mapping[str, Any]
 Render = Callable[[Values], Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpRequest:
-    """A fully rendered HTTP request, ready to send.
+    """A fully rendered HTTP request, ready to send. Treated as immutable (not frozen: one is made per
+    message, and a frozen dataclass costs four times as much to make).
 
     `recipients` are the E.164 numbers of the messages it carries, in order (the answer may be matched by them).
     """
@@ -61,9 +62,10 @@ class Head:
     values: Values | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prepared:
-    """A message checked and rendered as far as it can be on its own.
+    """A message checked and rendered as far as it can be on its own. Treated as immutable (not frozen: one
+    is made per message).
 
     `group` is equal for messages that may share one request; `item` is the message's part of a batch request
     (a record, a recipient, or a recipient and its entry) and `request` the whole request when every message
