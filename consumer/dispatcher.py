@@ -26,10 +26,13 @@ from consumer.intake import Envelope, Refusal
 from consumer.metrics import Metrics
 from consumer.responses import DISPATCH_CODES, RecordOutcome
 from consumer.sender import ProviderSender, SendResult
-from consumer.status import StatusPublisher, now_utc, status_record
+from consumer.status import StatusPublisher, encode_status, now_utc
 from schemas.events import Status
 
 log = structlog.get_logger("consumer.dispatcher")
+
+_SENT, _FAILED = Status.SENT.value, Status.FAILED.value
+_DISPATCH_ERROR, _EXPIRED = Status.DISPATCH_ERROR.value, Status.EXPIRED.value
 
 GroupKey = tuple[str, str, bytes]
 SentHook = Callable[[str, str, str, str, "dict[str, Any] | None"], None]
@@ -314,51 +317,54 @@ class Dispatcher:
     def _statuses(
         self, envelopes: list[Envelope], result: SendResult, batch_id: str | None
     ) -> tuple[list[tuple[bytes, bytes]], dict[tuple[str, str], int]]:
-        size = len(envelopes)
+        """The status records of one request's messages (all of one provider), and their count by status."""
+        size = len(envelopes) if batch_id is not None else None
         out = []
-        tally: dict[tuple[str, str], int] = {}
+        counts: dict[str, int] = {}
         completed_at = now_utc()  # one moment for the whole request
+        http_status, attempts = result.http_status, result.attempts
         # Remembered before the `sent` status is published: a delivery report can arrive that early.
         on_sent = self._sent_hooks.get(envelopes[0].provider.name)
         for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
             request = envelope.request
+            pid = outcome.provider_message_id
             if outcome.accepted:
-                status, reason = Status.SENT, None
-                if on_sent is not None and outcome.provider_message_id is not None:
-                    pid = outcome.provider_message_id
+                status, reason = _SENT, None
+                if on_sent is not None and pid is not None:
                     on_sent(pid, request.message_id, request.campaign_id, request.to, request.metadata)
             else:
-                if outcome.code in DISPATCH_CODES:
-                    status = Status.DISPATCH_ERROR
-                elif outcome.code == "expired":
-                    status = Status.EXPIRED
+                code = outcome.code
+                if code in DISPATCH_CODES:
+                    status = _DISPATCH_ERROR
+                elif code == "expired":
+                    status = _EXPIRED
                 else:
-                    status = Status.FAILED
-                reason = (outcome.code or "failed", outcome.message or "")
-            label = (request.provider, status.value)
-            tally[label] = tally.get(label, 0) + 1
+                    status = _FAILED
+                reason = (code or "failed", outcome.message or "")
+            counts[status] = counts.get(status, 0) + 1
             out.append(
-                status_record(
-                    message_id=request.message_id,
-                    status=status,
-                    origin=envelope.origin,
-                    campaign_id=request.campaign_id,
-                    provider=request.provider,
-                    to=request.to,
-                    reason=reason,
-                    http_status=result.http_status,
-                    provider_message_id=outcome.provider_message_id,
-                    attempts=result.attempts,
-                    encoding=envelope.encoding,
-                    segments=envelope.segments,
-                    batch_id=batch_id,
-                    batch_size=size if batch_id is not None else None,
-                    created_at=envelope.created_at,
-                    completed_at=completed_at,
-                    metadata=request.metadata,
+                encode_status(
+                    request.message_id,
+                    status,
+                    envelope.origin,
+                    request.campaign_id,
+                    request.provider,
+                    request.to,
+                    reason,
+                    http_status,
+                    pid,
+                    attempts,
+                    envelope.encoding,
+                    envelope.segments,
+                    batch_id,
+                    size,
+                    envelope.created_at,
+                    completed_at,
+                    request.metadata,
                 )
             )
-        return out, tally
+        provider = envelopes[0].request.provider
+        return out, {(provider, status): count for status, count in counts.items()}
 
     async def _publish_then_done(
         self,

@@ -81,12 +81,6 @@ def _salvage(value: bytes | None) -> dict[str, Any]:
     return out
 
 
-def _record_time(origin: Origin) -> datetime:
-    if origin.timestamp_ms is not None and origin.timestamp_ms >= 0:
-        return datetime.fromtimestamp(origin.timestamp_ms / 1000, UTC)
-    return datetime.now(UTC)
-
-
 def _facts(request: SendRequest, encoding: str | None, segments: int | None) -> dict[str, Any]:
     """What a status of a request that ends at intake says about it."""
     return {
@@ -106,6 +100,8 @@ class Intake:
     def __init__(self, providers: dict[str, CompiledProvider], max_age_s: float | None = None) -> None:
         self._providers = providers
         self._max_age = timedelta(seconds=max_age_s) if max_age_s else None
+        # The last record timestamp turned into a time: records of one producer batch share theirs.
+        self._last_stamp: tuple[int, datetime] = (-1, datetime.now(UTC))
 
     def accept(self, key: bytes | None, value: bytes | None, origin: Origin) -> Envelope | Refusal:
         """Turn one record into an `Envelope`, or a `Refusal` when it must not be sent."""
@@ -128,7 +124,7 @@ class Intake:
                 f"no provider named {request.provider!r} is configured",
                 _facts(request, encoding, segments),
             )
-        created_at = request.created_at or _record_time(origin)
+        created_at = request.created_at or self._record_time(origin)
         deadline = request.expires_at
         if self._max_age is not None and (deadline is None or created_at + self._max_age < deadline):
             deadline = created_at + self._max_age
@@ -162,6 +158,15 @@ class Intake:
             request, origin, created_at, provider, prepared, deadline=deadline, encoding=encoding, segments=segments
         )
 
+    def _record_time(self, origin: Origin) -> datetime:
+        """When the record was written (its Kafka timestamp), or now when it has none."""
+        stamp = origin.timestamp_ms
+        if stamp is None or stamp < 0:
+            return datetime.now(UTC)
+        if stamp != self._last_stamp[0]:
+            self._last_stamp = (stamp, datetime.fromtimestamp(stamp / 1000, UTC))
+        return self._last_stamp[1]
+
     def _refuse(
         self,
         key: bytes | None,
@@ -177,7 +182,7 @@ class Intake:
                 status=Status.REJECTED,
                 origin=origin,
                 reason=(code, message),
-                created_at=_record_time(origin),
+                created_at=self._record_time(origin),
                 **facts,
             )
         letter = DeadLetter(key, value, dlq_headers(origin, code, message))

@@ -58,13 +58,57 @@ def status_record(
     key: str | None = None,
 ) -> tuple[bytes, bytes]:
     """The (key, value) of one status record, keyed by `message_id` (or by `key` when there is none)."""
+    return encode_status(
+        message_id,
+        status.value,
+        origin,
+        campaign_id,
+        provider,
+        to,
+        reason,
+        http_status,
+        provider_message_id,
+        attempts,
+        encoding,
+        segments,
+        batch_id,
+        batch_size,
+        created_at,
+        completed_at or now_utc(),
+        metadata,
+        key,
+    )
+
+
+def encode_status(
+    message_id: str | None,
+    status: str,
+    origin: Origin | None,
+    campaign_id: str | None,
+    provider: str | None,
+    to: str | None,
+    reason: tuple[str, str] | None,
+    http_status: int | None,
+    provider_message_id: str | None,
+    attempts: int,
+    encoding: str | None,
+    segments: int | None,
+    batch_id: str | None,
+    batch_size: int | None,
+    created_at: datetime | None,
+    completed_at: datetime,
+    metadata: dict[str, Any] | None,
+    key: str | None = None,
+) -> tuple[bytes, bytes]:
+    """`status_record` with positional arguments, for the per-message path (a call with seventeen keywords
+    costs about a microsecond more)."""
     value = {
         "schema_version": SCHEMA_VERSION,
         "message_id": message_id,
         "campaign_id": campaign_id,
         "provider": provider,
         "to": to,
-        "status": status.value,
+        "status": status,
         "reason": {"code": reason[0], "message": reason[1]} if reason else None,
         "http_status": http_status,
         "provider_message_id": provider_message_id,
@@ -74,7 +118,7 @@ def status_record(
         "batch_id": batch_id,
         "batch_size": batch_size,
         "created_at": created_at,
-        "completed_at": completed_at or now_utc(),
+        "completed_at": completed_at,
         "source": None
         if origin is None
         else {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
