@@ -101,7 +101,7 @@ class Slots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.give_back()  # handed a slot, then cancelled before using it
-            else:
+            elif waiter in self._waiters:  # not when a `give_back` already passed over it, cancelled
                 self._waiters.remove(waiter)
             raise
 
@@ -176,7 +176,7 @@ class ProviderSender:
         self._refreshable = signer if isinstance(signer, RefreshableSigner) else None
         self._policy = RetryPolicy.from_config(provider.config.retry)
         self._slots = Slots(provider.config.concurrency)
-        self._signs = not isinstance(signer, NoSigner)
+        self._signs = type(signer) is not NoSigner
         self._unprotected = self._request_bucket is None and self._message_bucket is None
         self._sleep = sleep
         self._rng = rng or random.Random()

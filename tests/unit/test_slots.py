@@ -55,3 +55,24 @@ async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot():
     with pytest.raises(asyncio.CancelledError):
         await handed
     assert slots.free == 1 and slots.try_take()
+
+
+async def test_holder_and_waiters_cancelled_together_all_end_cancelled():
+    """As at a drain timeout: every task is cancelled at once; the holder gives its slot back first and
+    passes over the waiters already cancelled."""
+    slots = Slots(1)
+
+    async def use() -> None:
+        await slots.take()
+        try:
+            await asyncio.sleep(10)
+        finally:
+            slots.give_back()
+
+    tasks = [asyncio.create_task(use()) for _ in range(3)]
+    await asyncio.sleep(0)
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert slots.free == 1 and slots.try_take()
