@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,22 @@ async def committed_to_end(bootstrap: str, kafka: dict[str, Any]) -> tuple[dict[
     return committed, ends
 
 
+@asynccontextmanager
+async def running_workers(kafka_bootstrap: str, tmp_path: Path, provider: CountingProvider, port: int):
+    """Start `provider` and the service as two workers (operations ports `port` and `port + 1`; 0: any);
+    yields the service and its Kafka settings; kills what is still running and stops the provider at the end."""
+    await provider.start()
+    config, kafka = await setup(kafka_bootstrap, provider, port)
+    service = Workers(config, tmp_path, workers=2)
+    try:
+        service.start()
+        yield service, kafka
+    finally:
+        if service.alive():
+            service.kill()
+        await provider.stop()
+
+
 def gone(pid: int) -> bool:
     """The process has exited (a zombie nobody reaped yet counts)."""
     try:
@@ -126,12 +143,8 @@ def gone(pid: int) -> bool:
 
 async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap, tmp_path):
     provider = CountingProvider()
-    await provider.start()
     port = two_free_ports()
-    config, kafka = await setup(kafka_bootstrap, provider, port)
-    service = Workers(config, tmp_path, workers=2)
-    try:
-        service.start()
+    async with running_workers(kafka_bootstrap, tmp_path, provider, port) as (service, kafka):
         await wait_for(lambda: _all(ready(port), ready(port + 1)), timeout=60, interval=0.2, what="both workers ready")
         await produce(kafka_bootstrap, kafka["input_topic"], events(0, 2000), key_of="message_id")
         statuses = await collect(kafka_bootstrap, kafka["status_topic"], 2000, timeout=60, distinct="message_id")
@@ -140,10 +153,6 @@ async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap
         started = time.monotonic()
         code = await asyncio.to_thread(service.terminate, 40)
         elapsed = time.monotonic() - started
-    finally:
-        if service.alive():
-            service.kill()
-        await provider.stop()
 
     assert {s["message_id"] for s in statuses} == {f"m{i}" for i in range(2000)}
     assert {s["status"] for s in statuses} == {"sent"}
@@ -167,12 +176,8 @@ async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(kafka_bootstrap, tmp_path):
     provider = CountingProvider(latency=0.1)
-    await provider.start()
     port = two_free_ports()
-    config, kafka = await setup(kafka_bootstrap, provider, port)
-    service = Workers(config, tmp_path, workers=2)
-    try:
-        service.start()
+    async with running_workers(kafka_bootstrap, tmp_path, provider, port) as (service, kafka):
         await wait_for(lambda: _all(ready(port), ready(port + 1)), timeout=60, interval=0.2, what="both workers ready")
         await produce(kafka_bootstrap, kafka["input_topic"], events(0, 2000), key_of="message_id")
         await wait_for(lambda: len(provider.sends) > 300, timeout=60, what="flow")
@@ -185,10 +190,6 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(kafka_bootstrap,
         statuses = await collect(kafka_bootstrap, kafka["status_topic"], 3000, timeout=90, distinct="message_id")
         restarted_consumed = await consumed(port + 1)
         code = await asyncio.to_thread(service.terminate, 40)
-    finally:
-        if service.alive():
-            service.kill()
-        await provider.stop()
 
     assert {s["message_id"] for s in statuses} == {f"m{i}" for i in range(3000)}
     assert {s["status"] for s in statuses} == {"sent"}
@@ -202,12 +203,7 @@ async def test_a_killed_worker_is_restarted_and_nothing_is_lost(kafka_bootstrap,
 
 
 async def test_workers_die_with_a_killed_supervisor(kafka_bootstrap, tmp_path):
-    provider = CountingProvider()
-    await provider.start()
-    config, _ = await setup(kafka_bootstrap, provider, 0)
-    service = Workers(config, tmp_path, workers=2)
-    try:
-        service.start()
+    async with running_workers(kafka_bootstrap, tmp_path, CountingProvider(), 0) as (service, _):
         await wait_for(
             lambda: {e.get("worker") for e in service.events() if e["event"] == "service started"} == {0, 1},
             timeout=60,
@@ -217,10 +213,6 @@ async def test_workers_die_with_a_killed_supervisor(kafka_bootstrap, tmp_path):
         pids = [service.pid(0), service.pid(1)]
         service.kill()
         await wait_for(lambda: all(gone(pid) for pid in pids), timeout=5, what="the workers gone")
-    finally:
-        if service.alive():
-            service.kill()
-        await provider.stop()
 
 
 def test_an_invalid_configuration_fails_at_start_with_its_path_and_reason(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,19 +17,27 @@ from consumer.testing import collect
 pytestmark = pytest.mark.kafka
 
 
-async def test_batched_and_single_statuses_of_a_message_share_a_partition(kafka_bootstrap, topic_names, create_topics):
+@asynccontextmanager
+async def publisher_on(bootstrap, topic_names, create_topics, partitions, wrap=None):
+    """A status publisher on a fresh status topic of `partitions` over an idempotent producer (wrapped by
+    `wrap` when given); yields the publisher, the producer it uses and the topic, and stops the producer."""
     topic = topic_names("status")
-    await create_topics(kafka_bootstrap, {topic: 5})
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+    await create_topics(bootstrap, {topic: partitions})
+    real = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await real.start()
+    producer = wrap(real) if wrap is not None else real
     try:
-        publisher = StatusPublisher(producer, topic, topic_names("dlq"))
+        yield StatusPublisher(producer, topic, topic_names("dlq")), producer, topic
+    finally:
+        await real.stop()
+
+
+async def test_batched_and_single_statuses_of_a_message_share_a_partition(kafka_bootstrap, topic_names, create_topics):
+    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 5) as (publisher, _, topic):
         many = [(f"m{i}".encode(), b'{"n": 1}') for i in range(BATCH_API_MIN * 4)]
         await publisher.publish(many)  # the batch API
         for key, _ in many[:10]:
             await publisher.publish([(key, b'{"n": 2}')])  # one by one through send()
-    finally:
-        await producer.stop()
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     partitions: dict[bytes, set[int]] = defaultdict(set)
@@ -76,13 +85,11 @@ class CountingProducer:
 async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledged(
     kafka_bootstrap, topic_names, create_topics
 ):
-    topic = topic_names("status")
-    await create_topics(kafka_bootstrap, {topic: 3})
-    real = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await real.start()
-    producer = CountingProducer(real)
-    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
-    try:
+    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 3, CountingProducer) as (
+        publisher,
+        producer,
+        topic,
+    ):
         # One status each, as a sender of one message per request publishes: 500 calls at the same moment.
         calls = [publisher.publish([(f"m{i}".encode(), b'{"status": "sent"}')]) for i in range(500)]
         await asyncio.gather(*calls)
@@ -101,20 +108,13 @@ async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledge
         await publisher.publish([(f"y{i}".encode(), b'{"status": "ok"}') for i in range(BATCH_API_MIN)])
         after = await collect(kafka_bootstrap, topic, 500 + BATCH_API_MIN, timeout=30)
         assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": BATCH_API_MIN}
-    finally:
-        await real.stop()
 
 
 async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call_alone(
     kafka_bootstrap, topic_names, create_topics
 ):
-    topic = topic_names("status")
-    await create_topics(kafka_bootstrap, {topic: 3})
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
     too_large = (b"big", b'{"status": "sent", "metadata": "' + b"x" * 2_000_000 + b'"}')
-    try:
+    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 3) as (publisher, _, topic):
         calls = [[(f"k{i}".encode(), b'{"status": "sent"}')] for i in range(5)]
         calls.insert(2, [too_large])
         joined = await asyncio.gather(*(publisher.publish(c) for c in calls), return_exceptions=True)
@@ -122,8 +122,6 @@ async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call
         # Retried alone (as the dispatcher retries), only the call with the refused status fails again.
         alone = await asyncio.gather(*(publisher.publish(c, alone=True) for c in calls), return_exceptions=True)
         assert [isinstance(r, MessageSizeTooLargeError) for r in alone] == [False, False, True, False, False, False]
-    finally:
-        await producer.stop()
     keys = {r["status"] for r in await collect(kafka_bootstrap, topic, 5, timeout=30)}
     assert keys == {"sent"}
 
@@ -143,13 +141,11 @@ class GatedProducer(CountingProducer):
 async def test_a_caller_that_gives_up_before_its_group_is_handed_over_takes_its_statuses_back(
     kafka_bootstrap, topic_names, create_topics
 ):
-    topic = topic_names("status")
-    await create_topics(kafka_bootstrap, {topic: 1})
-    real = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await real.start()
-    producer = GatedProducer(real)
-    publisher = StatusPublisher(producer, topic, topic_names("dlq"))
-    try:
+    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 1, GatedProducer) as (
+        publisher,
+        producer,
+        topic,
+    ):
         first = asyncio.create_task(publisher.publish([(b"first", b'{"n": 1}')]))
         await asyncio.sleep(0.1)  # being handed over, held at the gate
         # A callback whose deadline passes while Kafka is away: it gives up (and its provider calls again).
@@ -167,8 +163,6 @@ async def test_a_caller_that_gives_up_before_its_group_is_handed_over_takes_its_
         later = asyncio.create_task(publisher.publish([(b"later", b'{"n": 3}')]))
         producer.gate.set()
         await asyncio.gather(first, later)
-    finally:
-        await real.stop()
     keys = {r["n"] for r in await collect(kafka_bootstrap, topic, 2, timeout=30)}
     assert keys == {1, 3}
     assert producer.sends == 2
