@@ -83,7 +83,10 @@ class _Family:
         raise NotImplementedError
 
     def labels(self, *values: str) -> Any:
-        """The child for these label values (made on first use); callers on a hot path keep it."""
+        """The child for these label values (made on first use): one dict lookup once it exists."""
+        child = self.children.get(values)
+        if child is not None:
+            return child
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
         key = tuple(str(v) for v in values)
