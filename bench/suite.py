@@ -154,8 +154,9 @@ async def _await_statuses(
 
     With `run`, records are not enough: a rebalance may have sent some messages twice (at-least-once), so
     once the count is reached the topic is read to see whether every message of the run has its status, and
-    the wait goes on for the ones still missing (reading costs the measured process a little CPU, and only
-    when there were duplicates)."""
+    the wait goes on for the ones still missing. The caller reads the topic once more after the process
+    stopped (statuses published while it stopped count too); both reads come after the last status, so the
+    figures (broker timestamps) do not include them."""
     started = time.monotonic()
     deadline = started + timeout
     target = expected

@@ -1,4 +1,5 @@
-"""The event loop every entry point runs on: uvloop where it is installed (a dependency on Linux and macOS),
+"""The event loop the service, its tools and the benchmark's processes run on (not the demo provider):
+uvloop where it is installed (a dependency on Linux and macOS),
 else asyncio's own. uvloop's C transports roughly halve the per-request cost of the HTTP server and client."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def uvloop_available() -> bool:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` to completion on a new event loop (uvloop when available)."""
-    try:
-        import uvloop
-    except ImportError:
+    if not uvloop_available():
         return asyncio.run(main)
+    import uvloop
+
     return uvloop.run(main)

@@ -409,9 +409,11 @@ class CallbackBasicAuth(BasicAuth):
 
 
 class CallbackTwilioAuth(_Strict):
-    """Twilio's request signature: `X-Twilio-Signature` is the base64 HMAC-SHA1, keyed with the account's auth
-    token, of the URL Twilio called followed by the form fields sorted by name (name and value, no separators);
-    a JSON body is covered by the `bodySHA256` query parameter instead."""
+    """Twilio's request signature, checked against the account's auth token.
+
+    `X-Twilio-Signature` is the base64 HMAC-SHA1, keyed with the auth token, of the URL Twilio called
+    followed by the form fields sorted by name (name and value, no separators); a JSON body is covered by the
+    `bodySHA256` query parameter instead."""
 
     model_config = ConfigDict(json_schema_extra=_secret_alternatives("auth_token"))
 
