@@ -1,6 +1,6 @@
-"""The event loop the service, its tools and the benchmark's processes run on (not the demo provider):
-uvloop where it is installed (a dependency on Linux and macOS),
-else asyncio's own. uvloop's C transports roughly halve the per-request cost of the HTTP server and client."""
+"""The event loop the service, its tools and the benchmark's processes run on (not the demo provider): uvloop
+where it is installed (a dependency on Linux and macOS), else asyncio's own. uvloop's C transports roughly
+halve the per-request cost of the HTTP server and client."""
 
 from __future__ import annotations
 
