@@ -26,13 +26,10 @@ from consumer.intake import Envelope, Refusal
 from consumer.metrics import Metrics
 from consumer.responses import DISPATCH_CODES, RecordOutcome
 from consumer.sender import ProviderSender, SendResult
-from consumer.status import StatusPublisher, encode_status, now_utc
+from consumer.status import StatusPublisher, now_utc, status_record
 from schemas.events import Status
 
 log = structlog.get_logger("consumer.dispatcher")
-
-_SENT, _FAILED = Status.SENT.value, Status.FAILED.value
-_DISPATCH_ERROR, _EXPIRED = Status.DISPATCH_ERROR.value, Status.EXPIRED.value
 
 GroupKey = tuple[str, str, bytes]
 SentHook = Callable[[str, str, str, str, "dict[str, Any] | None"], None]
@@ -320,7 +317,7 @@ class Dispatcher:
         """The status records of one request's messages (all of one provider), and their count by status."""
         size = len(envelopes) if batch_id is not None else None
         out = []
-        counts: dict[str, int] = {}
+        counts: dict[Status, int] = {}
         completed_at = now_utc()  # one moment for the whole request
         http_status, attempts = result.http_status, result.attempts
         # Remembered before the `sent` status is published: a delivery report can arrive that early.
@@ -329,21 +326,21 @@ class Dispatcher:
             request = envelope.request
             pid = outcome.provider_message_id
             if outcome.accepted:
-                status, reason = _SENT, None
+                status, reason = Status.SENT, None
                 if on_sent is not None and pid is not None:
                     on_sent(pid, request.message_id, request.campaign_id, request.to, request.metadata)
             else:
                 code = outcome.code
                 if code in DISPATCH_CODES:
-                    status = _DISPATCH_ERROR
+                    status = Status.DISPATCH_ERROR
                 elif code == "expired":
-                    status = _EXPIRED
+                    status = Status.EXPIRED
                 else:
-                    status = _FAILED
+                    status = Status.FAILED
                 reason = (code or "failed", outcome.message or "")
             counts[status] = counts.get(status, 0) + 1
             out.append(
-                encode_status(
+                status_record(
                     request.message_id,
                     status,
                     envelope.origin,
