@@ -98,6 +98,8 @@ def options(args: argparse.Namespace, bootstrap: str, workdir: Path) -> Options:
     if opts.workers < 1:
         raise SystemExit(f"--workers must be at least 1, not {opts.workers}")
     opts.profile = args.profile
+    if opts.profile and opts.workers > 1:
+        raise SystemExit("--profile profiles one service process; it cannot be used with --workers")
     if opts.profile and importlib.util.find_spec("pyinstrument") is None:
         raise SystemExit("--profile needs pyinstrument (in the test extra): .venv/bin/pip install -e .[test]")
     opts.service_root = args.service_root.resolve() if args.service_root else None

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,22 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_port(count: int = 1) -> int:
-    """A loopback port nobody listens on right now; with `count`, the first of that many free ports in a row."""
-    for _ in range(100):
-        with contextlib.ExitStack() as held:
-            first = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            try:
-                for next_port in range(port + 1, port + count):
-                    held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)).bind(("127.0.0.1", next_port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no {count} free loopback ports in a row")
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -30,7 +30,7 @@ import yaml
 
 from bench.ceiling_http import write_bodies
 from bench.configs import PROVIDER, ProviderShape, provider_section, service_config
-from bench.procs import ROOT, Child, Usage, free_port
+from bench.procs import ROOT, Child, Usage
 from bench.workload import (
     EndWatch,
     Produced,
@@ -43,6 +43,7 @@ from bench.workload import (
     produce_paced,
     read_statuses,
 )
+from consumer.testing import free_ports
 
 MB = 1024 * 1024
 
@@ -134,7 +135,7 @@ def _topics(key: str, run: str, partitions: int) -> Topics:
 
 
 async def _provider(workdir: Path, name: str, latency_ms: float = 0.0, port: int | None = None) -> tuple[Child, str]:
-    port = port or free_port()
+    port = port or free_ports()
     args = [sys.executable, "-m", "bench.provider", "--port", str(port), "--latency-ms", str(latency_ms)]
     child = await Child.start(name, args, workdir / f"{name}.log")
     await child.wait_for_line("listening", 30)
@@ -350,7 +351,7 @@ async def service(
     workdir = opts.workdir / key
     workdir.mkdir(parents=True, exist_ok=True)
     await create_topics(opts.bootstrap, topics)
-    provider_port = free_port()
+    provider_port = free_ports()
     provider_url = f"http://127.0.0.1:{provider_port}"
     provider: Child | None = None
     child: Child | None = None
@@ -364,7 +365,7 @@ async def service(
             row.details["backlog_produce_s"] = round(produced.seconds, 2)
         else:
             provider, _ = await _provider(workdir, "provider", latency_ms, provider_port)
-        ops_port = free_port(opts.workers)  # worker I serves on ops_port + I
+        ops_port = free_ports(opts.workers)  # worker I serves on ops_port + I
         if opts.workers > 1:
             # The scenario's concurrency is the service's, shared by its workers (as the ceiling's is by one).
             shape = replace(shape, concurrency=max(1, -(-shape.concurrency // opts.workers)))

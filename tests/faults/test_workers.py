@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,15 @@ import orjson
 import pytest
 import yaml
 
-from consumer.testing import collect, committed_offsets, create_topics, end_offsets, produce, wait_for
+from consumer.testing import (
+    collect,
+    committed_offsets,
+    create_topics,
+    end_offsets,
+    free_ports,
+    produce,
+    wait_for,
+)
 from tests.faults.harness import CountingProvider, ServiceProcess, service_config
 
 pytestmark = [pytest.mark.fault]
@@ -56,23 +63,6 @@ class Workers(ServiceProcess):
 
     def pid(self, worker: int) -> int:
         return int(self.launches(worker)[-1]["pid"])
-
-
-def two_free_ports() -> int:
-    """A port P such that P and P + 1 are both free on loopback."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no two adjacent free ports")
 
 
 def events(start: int, stop: int) -> list[dict[str, str]]:
@@ -143,7 +133,7 @@ def gone(pid: int) -> bool:
 
 async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap, tmp_path):
     provider = CountingProvider()
-    port = two_free_ports()
+    port = free_ports(2)
     async with running_workers(kafka_bootstrap, tmp_path, provider, port) as (service, kafka):
         await wait_for(lambda: _all(ready(port), ready(port + 1)), timeout=60, interval=0.2, what="both workers ready")
         await produce(kafka_bootstrap, kafka["input_topic"], events(0, 2000), key_of="message_id")
@@ -176,7 +166,7 @@ async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(kafka_bootstrap, tmp_path):
     provider = CountingProvider(latency=0.1)
-    port = two_free_ports()
+    port = free_ports(2)
     async with running_workers(kafka_bootstrap, tmp_path, provider, port) as (service, kafka):
         await wait_for(lambda: _all(ready(port), ready(port + 1)), timeout=60, interval=0.2, what="both workers ready")
         await produce(kafka_bootstrap, kafka["input_topic"], events(0, 2000), key_of="message_id")
