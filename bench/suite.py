@@ -43,7 +43,7 @@ from bench.workload import (
     produce_paced,
     read_statuses,
 )
-from consumer.testing import free_ports
+from consumer.ports import free_ports
 
 MB = 1024 * 1024
 

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, TypeVar
+
+from consumer.ports import free_ports, is_free
 
 KAFKA_VERSION = "4.1.1"
 SCALA = "2.13"
@@ -218,34 +219,6 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
             os._exit(1)
 
     return setup
-
-
-def _free_ports(count: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
-    """Ask the kernel for ``count`` distinct free loopback ports."""
-    sockets: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            if port not in exclude:
-                ports.append(port)
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _new_cluster_id() -> str:
@@ -608,7 +581,7 @@ class KafkaCluster:
                 raise HarnessError(f"node {node.node_id} is already running")
             self._reap(node, time.monotonic())  # collect a node that exited on its own
             ports = [node.port, node.controller_port, *([node.secure_port] if node.secure_port else [])]
-            if not all(_port_is_free(p) for p in ports):
+            if not all(is_free(p) for p in ports):
                 raise HarnessError(f"a port of node {node.node_id} is taken by another process")
             self._launch(node)
             try:
@@ -658,12 +631,14 @@ class KafkaCluster:
         others = 2 if self.secure_protocol else 1  # controller port, and the secure listener's port
         if self._fixed_port is not None:
             client_ports = [self._fixed_port + i for i in range(count)]
-            taken = [p for p in client_ports if not _port_is_free(p)]
+            taken = [p for p in client_ports if not is_free(p)]
             if taken:
                 raise HarnessError(f"port(s) {taken} on 127.0.0.1 are already in use")
-            ports = _free_ports(others * count, exclude=set(client_ports))
+            first = free_ports(others * count, exclude=client_ports)
+            ports = list(range(first, first + others * count))
         else:
-            ports = _free_ports((1 + others) * count)
+            first = free_ports((1 + others) * count)
+            ports = list(range(first, first + (1 + others) * count))
             client_ports, ports = ports[:count], ports[count:]
         controller_ports, secure_ports = ports[:count], ports[count:]
         self._nodes = []

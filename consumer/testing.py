@@ -6,9 +6,7 @@ Shipped with the package so that users can test their own provider configuration
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -184,24 +182,6 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int, *, connection
         return {tp.partition: off for tp, off in ends.items()}
     finally:
         await consumer.stop()
-
-
-def free_ports(count: int = 1) -> int:
-    """The first of `count` loopback ports in a row that nobody listens on right now."""
-    for _ in range(100):
-        with contextlib.ExitStack() as held:
-            first = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            if port + count - 1 > 65535:
-                continue
-            try:
-                for next_port in range(port + 1, port + count):
-                    held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)).bind(("127.0.0.1", next_port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no {count} free loopback ports in a row")
 
 
 async def wait_for(condition: Any, timeout: float, interval: float = 0.05, what: str = "condition") -> None:

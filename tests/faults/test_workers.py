@@ -19,15 +19,8 @@ import orjson
 import pytest
 import yaml
 
-from consumer.testing import (
-    collect,
-    committed_offsets,
-    create_topics,
-    end_offsets,
-    free_ports,
-    produce,
-    wait_for,
-)
+from consumer.ports import free_ports
+from consumer.testing import collect, committed_offsets, create_topics, end_offsets, produce, wait_for
 from tests.faults.harness import CountingProvider, ServiceProcess, service_config
 
 pytestmark = [pytest.mark.fault]
