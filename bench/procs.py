@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from consumer.devbroker import die_with_parent
+from consumer.lifetime import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: children run there, so `python -m bench...` and `python -m consumer` resolve."""

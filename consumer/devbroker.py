@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import fcntl
 import functools
 import hashlib
@@ -36,6 +35,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, TypeVar
 
+from consumer.lifetime import die_with_parent
 from consumer.ports import free_ports, is_free
 
 KAFKA_VERSION = "4.1.1"
@@ -49,7 +49,6 @@ _READY_TOPIC = "_devbroker_ready"
 _READY_GROUP = "_devbroker_ready"
 _STOP_TIMEOUT = 20.0
 _PORT_ATTEMPTS = 4
-_PR_SET_PDEATHSIG = 1
 _TEMP_PREFIX = "sms-kafka-"
 _SASL_TEXT = re.compile(r"[A-Za-z0-9._~@%+-]{1,128}")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -202,23 +201,6 @@ def _download(mvn: str, version: str, dest: Path) -> None:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """Build a ``preexec_fn`` that kills the child when its parent (the spawning thread, on Linux) dies,
-    even by SIGKILL."""
-    prctl: Any = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def setup() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup
 
 
 def _new_cluster_id() -> str:

@@ -115,6 +115,11 @@ async def running_workers(kafka_bootstrap: str, tmp_path: Path, provider: Counti
         await provider.stop()
 
 
+def mapped_packages(pid: int) -> set[str]:
+    """The installed packages whose files (native modules) process `pid` has mapped."""
+    return set(re.findall(r"site-packages/(\w+)", Path(f"/proc/{pid}/maps").read_text()))
+
+
 def gone(pid: int) -> bool:
     """The process has exited (a zombie nobody reaped yet counts)."""
     try:
@@ -129,6 +134,8 @@ async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap
     port = free_ports(2)
     async with running_workers(kafka_bootstrap, tmp_path, provider, port) as (service, kafka):
         await wait_for(lambda: _all(ready(port), ready(port + 1)), timeout=60, interval=0.2, what="both workers ready")
+        supervisor = service.proc.pid  # the process started, after it checked the configuration and exec'd
+        libraries = mapped_packages(supervisor)
         await produce(kafka_bootstrap, kafka["input_topic"], events(0, 2000), key_of="message_id")
         statuses = await collect(kafka_bootstrap, kafka["status_topic"], 2000, timeout=60, distinct="message_id")
         counts = [await consumed(port), await consumed(port + 1)]
@@ -155,6 +162,9 @@ async def test_two_workers_share_the_partitions_and_stop_cleanly(kafka_bootstrap
         ports = [e["port"] for e in logged if e.get("worker") == worker and e["event"] == "operations server listening"]
         assert ports == [port + worker]
     assert len(service.launches(0)) == len(service.launches(1)) == 1
+    assert [e["pid"] for e in logged if e["event"] == "starting workers"] == [supervisor]
+    # The supervisor loaded none of the service's native modules (configuration models, event loop, Kafka).
+    assert not {"pydantic_core", "uvloop", "aiokafka"} & libraries, libraries
 
 
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost(kafka_bootstrap, tmp_path):

@@ -1,8 +1,15 @@
-"""The supervisor's pure parts: restart backoff and worker ports."""
+"""The supervisor's pure parts: restart backoff, worker ports, its log lines."""
 
 from __future__ import annotations
 
-from consumer.workers import BACKOFF_INITIAL_S, BACKOFF_MAX_S, next_backoff, worker_port
+import os
+import re
+
+import orjson
+import pytest
+
+from consumer.supervisor import BACKOFF_INITIAL_S, BACKOFF_MAX_S, Log, next_backoff
+from consumer.workers import worker_port
 
 
 def test_restart_delay_doubles_up_to_its_cap_and_resets_after_a_long_run():
@@ -20,3 +27,40 @@ def test_restart_delay_doubles_up_to_its_cap_and_resets_after_a_long_run():
 def test_worker_ports_follow_the_configured_port_and_zero_stays_any():
     assert [worker_port(9400, i) for i in range(3)] == [9400, 9401, 9402]
     assert [worker_port(0, i) for i in range(3)] == [0, 0, 0]
+
+
+@pytest.fixture
+def pipe():
+    read, write = os.pipe()
+    yield read, write
+    os.close(read)
+    os.close(write)
+
+
+def test_the_supervisors_json_lines_have_the_services_shape_and_honour_the_level(pipe):
+    read, write = pipe
+    log = Log("warning", "json", fd=write)
+    log.info("worker started", worker=0)
+    log.warning("worker exited unexpectedly: restarting it", worker=1, code=-9, signal="SIGKILL")
+    log.error("worker could not start: stopping the others", worker=0, code=2)
+    lines = os.read(read, 65536).splitlines()
+    assert len(lines) == 2
+    first, second = (orjson.loads(line) for line in lines)
+    assert {k: v for k, v in first.items() if k != "timestamp"} == {
+        "event": "worker exited unexpectedly: restarting it",
+        "worker": 1,
+        "code": -9,
+        "signal": "SIGKILL",
+        "level": "warning",
+    }
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first["timestamp"])
+    assert second["event"] == "worker could not start: stopping the others" and second["level"] == "error"
+
+
+def test_the_supervisors_console_lines_name_level_event_and_sorted_fields(pipe):
+    read, write = pipe
+    Log("info", "console", fd=write).info("worker started", worker=1, pid=42, launch=1)
+    Log("info", "auto", fd=write).info("workers stopped", code=0)  # a pipe is not a terminal: JSON
+    console, auto = os.read(read, 65536).decode().splitlines()
+    assert re.fullmatch(r"\S+Z \[info     \] worker started +launch=1 pid=42 worker=1", console)
+    assert orjson.loads(auto)["event"] == "workers stopped"
