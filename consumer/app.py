@@ -189,7 +189,12 @@ class Service:
 
             async def drain(timeout: float) -> bool:
                 dispatcher.flush()
-                return await dispatcher.wait_idle(timeout)
+                if await dispatcher.wait_idle(timeout):
+                    return True
+                # The next owner reads the unfinished records again: sending them here as well, once they are
+                # done waiting out a provider's outage, would send each of them twice.
+                await dispatcher.cancel()
+                return False
 
             source = KafkaSource(
                 consumer,

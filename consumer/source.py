@@ -155,11 +155,12 @@ class KafkaSource:
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # aiokafka rebalances eagerly: every partition is revoked. Finish what is in flight (bounded), commit
-        # it, and let the next owner start exactly after it.
+        # it, and let the next owner start exactly after it. Work that outlives the deadline is abandoned
+        # (`drain` cancels it) and stays uncommitted for the next owner.
         if revoked:
             finished = await self._drain(self._drain_timeout)
             if not finished:
-                log.warning("in-flight work outlived the revoke deadline; it will be read again by the next owner")
+                log.warning("in-flight work outlived the revoke deadline: abandoned, the next owner reads it again")
             await self.commit()
         self.tracker.revoke(revoked)
         self.assigned.clear()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from consumer.devbroker import KafkaCluster
-from consumer.testing import collect, committed_offsets, create_topics, produce, wait_for
+from consumer.testing import collect, committed_offsets, create_topics, end_offsets, produce, wait_for
 from tests.faults.harness import CountingProvider, ServiceProcess, service_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.fault]
@@ -27,6 +30,31 @@ async def prepare(bootstrap: str, counting: CountingProvider, partitions: int = 
     kafka = config["kafka"]
     await create_topics(bootstrap, {kafka["input_topic"]: partitions, kafka["status_topic"]: 3, kafka["dlq_topic"]: 1})
     return config, kafka
+
+
+async def prepare_short_revoke(bootstrap: str, counting: CountingProvider, **provider: Any):
+    """Start `counting` and prepare three partitions and a group whose revoke deadline (80% of the rebalance
+    timeout) is 2.4 s; `provider` updates the provider's settings."""
+    await counting.start()
+    timeouts = {"rebalance_timeout_ms": 3000, "session_timeout_ms": 6000}
+    return await prepare(bootstrap, counting, partitions=3, kafka=timeouts, provider=provider)
+
+
+@asynccontextmanager
+async def group_members(config: dict[str, Any], workdir: Path, count: int, provider: CountingProvider):
+    """`count` service processes of one configuration, each in a directory of its own (not started); kills
+    those still running and stops `provider` at the end."""
+    members = []
+    for i in range(count):
+        (workdir / f"m{i}").mkdir()
+        members.append(ServiceProcess(config, workdir / f"m{i}"))
+    try:
+        yield members
+    finally:
+        for member in members:
+            if member.alive():
+                member.kill()
+        await provider.stop()
 
 
 class OffsetWatch:
@@ -64,11 +92,8 @@ async def test_members_joining_and_leaving_lose_nothing(kafka_bootstrap, tmp_pat
     config, kafka = await prepare(kafka_bootstrap, provider)
     n = 20_000
     await produce(kafka_bootstrap, kafka["input_topic"], events(n), key_of="message_id")
-    for i in range(4):
-        (tmp_path / f"m{i}").mkdir()
-    members = [ServiceProcess(config, tmp_path / f"m{i}") for i in range(4)]
     changes = 0
-    try:
+    async with group_members(config, tmp_path, 4, provider) as members:
         with OffsetWatch(kafka_bootstrap, kafka["group_id"], kafka["input_topic"], 6) as watch:
             for member in members[:3]:
                 member.start()
@@ -84,11 +109,6 @@ async def test_members_joining_and_leaving_lose_nothing(kafka_bootstrap, tmp_pat
             statuses = await collect(kafka_bootstrap, kafka["status_topic"], n, timeout=240, distinct="message_id")
         for member in members[2:]:
             assert member.terminate() == 0
-    finally:
-        for member in members:
-            if member.alive():
-                member.kill()
-        await provider.stop()
     ids = {s["message_id"] for s in statuses}
     duplicates = sum(c - 1 for c in provider.sends.values())
     bound = config["pipeline"]["max_pending_messages"] + config["kafka"]["max_poll_records"]
@@ -101,19 +121,9 @@ async def test_members_joining_and_leaving_lose_nothing(kafka_bootstrap, tmp_pat
 
 async def test_revoke_that_outlives_its_deadline_keeps_offsets_monotonic_and_loses_nothing(kafka_bootstrap, tmp_path):
     provider = CountingProvider()
-    await provider.start()
-    config, kafka = await prepare(
-        kafka_bootstrap,
-        provider,
-        partitions=3,
-        kafka={"rebalance_timeout_ms": 3000, "session_timeout_ms": 6000},
-        provider={"timeout_s": 20, "retry": {"max_attempts": 2}},
-    )
+    config, kafka = await prepare_short_revoke(kafka_bootstrap, provider, timeout_s=20, retry={"max_attempts": 2})
     n = 600
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, second = ServiceProcess(config, tmp_path / "a"), ServiceProcess(config, tmp_path / "b")
-    try:
+    async with group_members(config, tmp_path, 2, provider) as (first, second):
         with OffsetWatch(kafka_bootstrap, kafka["group_id"], kafka["input_topic"], 3) as watch:
             await produce(kafka_bootstrap, kafka["input_topic"], events(n // 2), key_of="message_id")
             first.start()
@@ -128,14 +138,38 @@ async def test_revoke_that_outlives_its_deadline_keeps_offsets_monotonic_and_los
             statuses = await collect(kafka_bootstrap, kafka["status_topic"], n, timeout=120, distinct="message_id")
             await asyncio.sleep(1)
         assert first.terminate() == 0 and second.terminate() == 0
-    finally:
-        for member in (first, second):
-            if member.alive():
-                member.kill()
-        await provider.stop()
     assert {s["message_id"] for s in statuses} == {f"m{i}" for i in range(n)}
     assert watch.backwards == [], watch.backwards
     assert "outlived the revoke deadline" in first.log.read_text(), "the drain was expected to overrun"
+
+
+async def test_work_abandoned_at_the_revoke_deadline_is_sent_once_by_the_next_owner(kafka_bootstrap, tmp_path):
+    """A member joins while the provider is down: the first member's retries cannot finish before the revoke
+    deadline. It abandons them, and once the provider is back every message is sent once and has one status."""
+    provider = CountingProvider()
+    provider.mode = "error"  # 503 for everything: the batches wait in retry backoff
+    retry = {"max_attempts": 50, "backoff_initial_ms": 100, "backoff_max_ms": 300}
+    config, kafka = await prepare_short_revoke(kafka_bootstrap, provider, retry=retry)
+    n = 600
+    async with group_members(config, tmp_path, 2, provider) as (first, second):
+        await produce(kafka_bootstrap, kafka["input_topic"], events(n), key_of="message_id")
+        first.start()
+        await wait_for(lambda: provider.requests >= n // 20, timeout=60, what="every batch tried")
+        second.start()  # rebalance: the first member's retries outlive its 2.4 s drain
+        await wait_for(
+            lambda: "outlived the revoke deadline" in first.log.read_text(), timeout=30, what="the drain overrun"
+        )
+        await wait_for(lambda: "partitions assigned" in second.log.read_text(), timeout=30, what="the second member")
+        provider.mode = "ok"
+        statuses = await collect(kafka_bootstrap, kafka["status_topic"], n, timeout=90, distinct="message_id")
+        await asyncio.sleep(2)  # anything sent twice would be sent by now
+        assert first.terminate() == 0 and second.terminate() == 0
+    assert {s["message_id"] for s in statuses} == {f"m{i}" for i in range(n)}
+    assert {s["status"] for s in statuses} == {"sent"}
+    twice = sorted(ref for ref, count in provider.sends.items() if count > 1)
+    assert twice == [], f"{len(twice)} messages sent twice, e.g. {twice[:5]}"
+    assert sum(provider.sends.values()) == n
+    assert sum((await end_offsets(kafka_bootstrap, kafka["status_topic"], 3)).values()) == n
 
 
 @pytest.mark.skipif(bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")), reason="needs its own three-broker cluster")
