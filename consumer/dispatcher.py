@@ -97,10 +97,10 @@ class Dispatcher:
         if not provider.batching:
             self._queue_single(envelope)
             return
-        key = (provider.name, envelope.request.campaign_id, envelope.prepared.group)
+        key = (provider.name, envelope.campaign_id, envelope.prepared.group)
         was_empty = self._acc.next_due() is None
         # Recipient-based batch shapes cannot carry a number twice: a repeat starts the next batch.
-        distinct = envelope.request.to if provider.distinct_recipients else None
+        distinct = envelope.to if provider.distinct_recipients else None
         batch = self._acc.add(key, envelope, provider.batch_size, self._clock(), distinct)
         if batch is not None:
             self._launch(batch.items)
@@ -220,11 +220,11 @@ class Dispatcher:
             self._worker_ended(name)
 
     def _launch(self, envelopes: list[Envelope]) -> None:
-        first = envelopes[0].request
+        first = envelopes[0]
         self._track(
             len(envelopes),
             self._send(envelopes),
-            provider=first.provider,
+            provider=first.provider.name,
             campaign_id=first.campaign_id,
             batch_size=len(envelopes),
         )
@@ -256,9 +256,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception(
-                "dispatch failed", provider=provider.name, batch_id=batch_id, campaign_id=first.request.campaign_id
-            )
+            log.exception("dispatch failed", provider=provider.name, batch_id=batch_id, campaign_id=first.campaign_id)
             failure = RecordOutcome(False, None, "dispatch_error", f"could not dispatch: {type(exc).__name__}")
             result = SendResult([failure] * len(envelopes), 0, None)
         if result.outcomes and result.outcomes[0].code == "expired":
@@ -282,7 +280,7 @@ class Dispatcher:
             log_event(
                 "batch sent",
                 provider=provider.name,
-                campaign_id=first.request.campaign_id,
+                campaign_id=first.campaign_id,
                 batch_id=batch_id,
                 batch_size=len(envelopes),
                 http_status=result.http_status,
@@ -294,7 +292,7 @@ class Dispatcher:
             (),
             [e.ticket for e in envelopes],
             tally,
-            context={"provider": provider.name, "campaign_id": first.request.campaign_id, "batch_id": batch_id},
+            context={"provider": provider.name, "campaign_id": first.campaign_id, "batch_id": batch_id},
         )
 
     async def _publish_expired(self, envelopes: list[Envelope]) -> None:
@@ -302,13 +300,13 @@ class Dispatcher:
             return
         failure = RecordOutcome(False, None, "expired", "expired before it was sent")
         statuses, tally = self._statuses(envelopes, SendResult([failure] * len(envelopes), 0, None), None)
-        first = envelopes[0].request
+        first = envelopes[0]
         await self._publish_then_done(
             statuses,
             (),
             [e.ticket for e in envelopes],
             tally,
-            context={"provider": first.provider, "campaign_id": first.campaign_id},
+            context={"provider": first.provider.name, "campaign_id": first.campaign_id},
         )
 
     def _statuses(
@@ -321,14 +319,14 @@ class Dispatcher:
         completed_at = now_utc()  # one moment for the whole request
         http_status, attempts = result.http_status, result.attempts
         # Remembered before the `sent` status is published: a delivery report can arrive that early.
-        on_sent = self._sent_hooks.get(envelopes[0].provider.name)
+        name = envelopes[0].provider.name
+        on_sent = self._sent_hooks.get(name)
         for envelope, outcome in zip(envelopes, result.outcomes, strict=True):
-            request = envelope.request
             pid = outcome.provider_message_id
             if outcome.accepted:
                 status, reason = Status.SENT, None
                 if on_sent is not None and pid is not None:
-                    on_sent(pid, request.message_id, request.campaign_id, request.to, request.metadata)
+                    on_sent(pid, envelope.message_id, envelope.campaign_id, envelope.to, envelope.metadata)
             else:
                 code = outcome.code
                 if code in DISPATCH_CODES:
@@ -341,12 +339,12 @@ class Dispatcher:
             counts[status] = counts.get(status, 0) + 1
             out.append(
                 status_record(
-                    request.message_id,
+                    envelope.message_id,
                     status,
                     envelope.origin,
-                    request.campaign_id,
-                    request.provider,
-                    request.to,
+                    envelope.campaign_id,
+                    name,
+                    envelope.to,
                     reason,
                     http_status,
                     pid,
@@ -357,11 +355,10 @@ class Dispatcher:
                     size,
                     envelope.created_at,
                     completed_at,
-                    request.metadata,
+                    envelope.metadata,
                 )
             )
-        provider = envelopes[0].request.provider
-        return out, {(provider, status): count for status, count in counts.items()}
+        return out, {(name, status): count for status, count in counts.items()}
 
     async def _publish_then_done(
         self,

@@ -24,9 +24,14 @@ MAX_REASON = 500
 
 @dataclass(slots=True)
 class Envelope:
-    """A valid send-request on its way through the pipeline."""
+    """A valid send-request on its way through the pipeline: what batching and its statuses need of it. The
+    validated `SendRequest` itself is not kept: a pending message is held for as long as its provider is down,
+    and the model's dictionary and set of given fields alone cost about 1.4 KB."""
 
-    request: SendRequest
+    message_id: str
+    campaign_id: str
+    to: str
+    metadata: dict[str, Any] | None
     origin: Origin
     created_at: datetime
     provider: CompiledProvider
@@ -155,7 +160,17 @@ class Intake:
             reason = f"cannot render: {type(exc).__name__}"
             return self._refuse(key, value, origin, "render_error", reason, _facts(request, encoding, segments))
         return Envelope(
-            request, origin, created_at, provider, prepared, deadline=deadline, encoding=encoding, segments=segments
+            request.message_id,
+            request.campaign_id,
+            request.to,
+            request.metadata,
+            origin,
+            created_at,
+            provider,
+            prepared,
+            deadline=deadline,
+            encoding=encoding,
+            segments=segments,
         )
 
     def _record_time(self, origin: Origin) -> datetime:
