@@ -630,11 +630,15 @@ class KafkaSettings(_EnvFirstSettings):
     )
     max_poll_records: int = Field(default=2_000, ge=1, description="Records taken from one fetch.")
     max_partition_fetch_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Prefetch bound per partition (memory)."
+        default=262_144,
+        ge=1024,
+        description="Prefetch bound per partition: fetched records held per assigned partition (memory).",
     )
     status_linger_ms: int = Field(default=5, ge=0, description="Producer linger for status records.")
     status_max_batch_bytes: int = Field(
-        default=1_048_576, ge=16_384, description="Producer batch size for status records."
+        default=262_144,
+        ge=16_384,
+        description="Producer batch size for status records: held per partition of the status topic (memory).",
     )
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="none", description="Compression of status and dead-letter records."
