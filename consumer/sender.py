@@ -196,30 +196,42 @@ class ProviderSender:
 
         Returns True when this attempt is the one probe let through after a 429.
         """
-        probe = False
-        while True:
-            now = self._clock()
-            if now < self._pause_until:
-                await self._sleep(self._pause_until - now)
-                continue
-            if self._throttled:
-                if self._throttle_probe:
+        probe = False  # this attempt holds the probe after a 429
+        trial = False  # this attempt holds the half-open breaker's probe
+        try:
+            while True:
+                now = self._clock()
+                if now < self._pause_until:
+                    await self._sleep(self._pause_until - now)
+                    continue
+                if self._throttled:
+                    if self._throttle_probe:
+                        self._breaker_changed.clear()
+                        await self._breaker_changed.wait()
+                        continue
+                    self._throttle_probe = probe = True
+                wait = self.breaker.wait(now)
+                if wait is None:  # a probe is under way: wait for its outcome
                     self._breaker_changed.clear()
                     await self._breaker_changed.wait()
                     continue
-                self._throttle_probe = probe = True
-            wait = self.breaker.wait(now)
-            if wait is None:  # a probe is under way: wait for its outcome
-                self._breaker_changed.clear()
-                await self._breaker_changed.wait()
-                continue
-            if wait > 0:
-                if probe:  # not going yet: let the probe go to whoever gets here first after the wait
-                    self._throttle_probe = probe = False
-                await self._sleep(wait)
-                continue
-            break
-        await self._throttle(count)
+                if wait > 0:
+                    if probe:  # not going yet: let the probe go to whoever gets here first after the wait
+                        self._throttle_probe = probe = False
+                    await self._sleep(wait)
+                    continue
+                trial = self.breaker.state is BreakerState.HALF_OPEN
+                break
+            await self._throttle(count)
+        except BaseException:
+            # Cancelled while waiting (a drain that ran out of time abandons its work): a probe held here would
+            # keep every later attempt waiting for an answer that never comes.
+            if probe:
+                self._throttle_probe = False
+            if trial:
+                self.breaker.probing = False
+            self._breaker_changed.set()
+            raise
         return probe
 
     async def _throttle(self, count: int) -> None:

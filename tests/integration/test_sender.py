@@ -186,6 +186,45 @@ async def test_breaker_opens_on_repeated_failures_and_closes_after_a_good_probe(
     assert len(script.seen) == 6
 
 
+async def test_an_attempt_cancelled_while_holding_the_breakers_probe_lets_the_next_one_probe(server, session):
+    script = Script([(503, {}, b"{}", 0), (200, {}, b'{"id": "ok"}', 0)])
+    sleeps: list[float] = []
+    sender, request = sender_for(
+        await server(script),
+        session,
+        sleeps,
+        retry={"max_attempts": 1},
+        breaker={"failure_threshold": 1, "open_s": 1, "max_open_s": 2},
+        rate_limit={"requests_per_s": 0.1},
+    )
+    now = [0.0]
+    sender._clock = lambda: now[0]
+    assert not (await sender.send(request, 1)).outcomes[0].accepted
+    assert sender.breaker.state.value == "open"
+    now[0] = 5.0  # the breaker lets one probe through, which must wait 5 s more for the rate limit
+
+    async def held(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.Event().wait()
+
+    sender._sleep = held
+    prober = asyncio.create_task(sender.send(request, 1))
+    await asyncio.sleep(0.05)
+    assert sleeps[-1] == 5.0 and sender.breaker.probing
+    prober.cancel()  # as a drain that runs out of time does
+    with pytest.raises(asyncio.CancelledError):
+        await prober
+
+    async def passing(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    sender._sleep = passing
+    result = await asyncio.wait_for(sender.send(request, 1), 5)
+    assert result.outcomes[0].accepted and sender.breaker.state.value == "closed"
+    assert len(script.seen) == 2
+
+
 async def test_rate_limit_spaces_requests(server, session):
     script = Script([(200, {}, b'{"id": "ok"}', 0)])
     sleeps: list[float] = []
