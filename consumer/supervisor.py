@@ -185,16 +185,19 @@ class Supervisor:
             return
         slot.process = None
         ran_s = round(now - slot.started, 1)
+        first_failure = code == CANNOT_START and slot.launches == 1 and ran_s < STABLE_AFTER_S
         if self.stopping:
             # A worker ended by the forwarded signal itself had not started consuming yet.
             clean = code == 0 or -code in self._stops[: slot.forwarded]
             if clean:
                 self._log.info("worker stopped", worker=slot.index, **_describe(code))
+            elif first_failure and self._cannot_start:  # it failed as the one that stopped the service did
+                self._log.error("worker could not start", worker=slot.index, **_describe(code))
             else:
                 self._failed = True
                 self._log.error("worker failed while stopping", worker=slot.index, ran_s=ran_s, **_describe(code))
             return
-        if code == CANNOT_START and slot.launches == 1 and ran_s < STABLE_AFTER_S:
+        if first_failure:
             self._cannot_start = True
             self._stops.append(signal.SIGTERM)
             self._log.error("worker could not start: stopping the others", worker=slot.index, **_describe(code))
@@ -212,11 +215,11 @@ class Supervisor:
 
 def worker_command(config_path: str, index: int) -> list[str]:
     """The command line of worker `index`: the ordinary service, told which worker it is."""
-    return [sys.executable, "-m", "consumer", "run", config_path, "--worker-index", str(index)]
+    return [sys.executable, "-m", "consumer", "run", "--worker-index", str(index), "--", config_path]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m consumer.supervisor CONFIG WORKERS --log-level L --log-format F`, for a configuration that
+    """`python -m consumer.supervisor --log-level L --log-format F -- CONFIG WORKERS`, for a configuration that
     `run --workers` has already checked."""
     parser = argparse.ArgumentParser(prog="python -m consumer.supervisor")
     parser.add_argument("config")

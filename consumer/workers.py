@@ -97,5 +97,5 @@ def supervise(config_path: str, count: int) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     sys.stdout.flush()
     sys.stderr.flush()
-    command = [sys.executable, "-m", "consumer.supervisor", config_path, str(count)]
-    os.execv(sys.executable, [*command, "--log-level", obs.log_level, "--log-format", obs.log_format])
+    logging = ["--log-level", obs.log_level, "--log-format", obs.log_format]
+    os.execv(sys.executable, [sys.executable, "-m", "consumer.supervisor", *logging, "--", config_path, str(count)])

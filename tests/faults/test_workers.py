@@ -222,5 +222,19 @@ def test_an_invalid_configuration_fails_at_start_with_its_path_and_reason(tmp_pa
     assert "--workers: must be at least 1" in result.stderr
 
 
+def test_workers_that_cannot_start_stop_the_service_with_exit_2(tmp_path):
+    config = service_config("127.0.0.1:1", "http://127.0.0.1:9/send", observability={"http_port": 0})
+    path = tmp_path / "-looks-like-an-option.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = [sys.executable, "-m", "consumer", "run", "--workers", "2", "--", path.name]
+    result = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    logged = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    events = [e["event"] for e in logged if "worker" not in e or e["event"].startswith("worker ")]
+    assert events.count("worker could not start: stopping the others") == 1
+    assert "worker failed while stopping" not in events, events
+    assert [e["code"] for e in logged if e["event"] == "workers stopped"] == [2]
+
+
 async def _all(*checks: Any) -> bool:
     return all(await asyncio.gather(*checks))
