@@ -32,13 +32,11 @@ def ephemeral_range(path: Path = _RANGE_FILE) -> tuple[int, int]:
 
 def candidates(count: int, ephemeral: tuple[int, int]) -> range:
     """The first ports of the blocks of `count` ports in a row that lie outside `ephemeral`: below it when there
-    is room there, otherwise above it."""
+    is room there, otherwise above it; empty when the ephemeral range leaves no room at all."""
     low, high = ephemeral
-    if low - count > _LOWEST:
+    if low - count >= _LOWEST:
         return range(_LOWEST, low - count + 1)
-    if high + count <= 65_535:
-        return range(high + 1, 65_536 - count + 1)
-    raise RuntimeError(f"no room for {count} ports outside the ephemeral range {low}-{high}")
+    return range(high + 1, 65_536 - count + 1)
 
 
 def is_free(port: int) -> bool:
@@ -54,12 +52,18 @@ def is_free(port: int) -> bool:
 
 
 def free_ports(count: int = 1, exclude: Collection[int] = ()) -> int:
-    """The first of `count` loopback ports in a row that are free now, outside the ephemeral range and `exclude`."""
+    """The first of `count` loopback ports in a row that are free now, outside the ephemeral range when it
+    leaves room (else wherever the kernel offers), and outside `exclude`."""
     starts = candidates(count, ephemeral_range())
     for _ in range(200):
-        first = random.choice(starts)
+        if starts:
+            first = random.choice(starts)
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind(("127.0.0.1", 0))
+                first = int(probe.getsockname()[1])
         block = range(first, first + count)
-        if any(port in exclude for port in block):
+        if block[-1] > 65_535 or any(port in exclude for port in block):
             continue
         with contextlib.ExitStack() as held:  # hold each port while the next is tried
             try:
