@@ -59,7 +59,7 @@ def resolve_pointer(doc: Any, pointer: str) -> Any:
 
 
 def _id(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    if value is None or isinstance(value, (dict, list)):
         return None
     return str(value)
 
@@ -186,10 +186,14 @@ def _unlisted(number: str, refused: frozenset[str], shared_id: str | None) -> Re
 
 
 def _listed(value: Any, accepted: Sequence[Any]) -> bool:
-    if value is None or isinstance(value, dict | list):
+    if value is None or isinstance(value, (dict, list)):
         return False
     # Exact JSON equality: 0 and "0" differ, and so do true and 1.
-    return any(type(value) is type(a) and value == a for a in accepted)
+    kind = type(value)
+    for candidate in accepted:
+        if type(candidate) is kind and value == candidate:
+            return True
+    return False
 
 
 def _show(value: Any) -> str:
@@ -201,6 +205,10 @@ def _show(value: Any) -> str:
 def _lookup(doc: Any, pointer: str | None) -> Any:
     if pointer is None or doc is None:
         return None
+    if type(doc) is dict and pointer:
+        tokens = _tokens(pointer)
+        if len(tokens) == 1:  # the common `/id`, `/status`: one member of each record
+            return doc.get(tokens[0])
     try:
         return resolve_pointer(doc, pointer)
     except LookupError:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.responses import digits, map_response, resolve_pointer
+from consumer.responses import _lookup, digits, map_response, resolve_pointer
 from schemas.config import ResponseConfig
 
 
@@ -12,6 +12,22 @@ def test_pointer_resolution():
     assert resolve_pointer(doc, "/a/0/b~1c") == 1
     assert resolve_pointer(doc, "/a/0/d~0e") == 2
     assert resolve_pointer(doc, "") is doc
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["", "a", "b/c", "0"]), inner),
+    max_leaves=8,
+)
+
+
+@given(_json, st.sampled_from(["", "/", "/a", "/b~1c", "/0", "/a/0", "/a/a", "/zz"]))
+def test_a_lookup_is_the_pointers_value_or_none(doc, pointer):
+    try:
+        expected = resolve_pointer(doc, pointer)
+    except LookupError:
+        expected = None
+    assert _lookup(doc, pointer) == expected
 
 
 def test_single_message_id_from_pointer():
