@@ -2,9 +2,10 @@
 
 It reads the input topic in a consumer group (manual commits, `read_committed`, as the service does), decodes
 each event with orjson, and publishes one status of the same shape and size as the service's with an
-idempotent `acks=all` producer configured like the service's (linger, batch size). Acknowledgements are awaited
-per fetch in the background, with at most `--max-pending` records unacknowledged; finished offsets are committed
-every second. Prints `ready` once it owns partitions; SIGTERM finishes the outstanding work, commits and stops.
+idempotent `acks=all` producer. Fetch size, linger and batch size are the service's defaults. Acknowledgements
+are awaited per fetch in the background, with at most `--max-pending` records unacknowledged; finished offsets
+are committed every second. Prints `ready` once it owns partitions; SIGTERM finishes the outstanding work,
+commits and stops.
 
 `--api send` publishes record by record with `producer.send()`, as the service does; `--api batch` fills record
 batches per partition (`create_batch()` / `send_batch()`, keys partitioned by the same murmur2 hash), which is
@@ -30,6 +31,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer import loop
+
+# The service's defaults (`KafkaSettings` in schemas/config.py), so that the loop fetches and batches as it does;
+# a unit test keeps them equal. Imported, they would bring pydantic into this process's memory figure.
+MAX_PARTITION_FETCH_BYTES = 262_144
+STATUS_MAX_BATCH_BYTES = 262_144
+STATUS_LINGER_MS = 5
 
 
 class _Ready(ConsumerRebalanceListener):
@@ -83,14 +90,14 @@ async def run(args: argparse.Namespace) -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_partition_fetch_bytes=1_048_576,
+        max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=args.bootstrap,
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=1_048_576,
+        linger_ms=STATUS_LINGER_MS,
+        max_batch_size=STATUS_MAX_BATCH_BYTES,
     )
     await producer.start()
     consumer.subscribe([args.input], listener=_Ready(ready))
