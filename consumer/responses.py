@@ -41,7 +41,13 @@ def resolve_pointer(doc: Any, pointer: str) -> Any:
     """Resolve an RFC 6901 JSON pointer; raises LookupError when it does not resolve."""
     if pointer == "":
         return doc
-    for token in _tokens(pointer):
+    tokens = _tokens(pointer)
+    if len(tokens) == 1 and type(doc) is dict:  # the common `/id`, `/status`: one member of an object
+        token = tokens[0]
+        if token in doc:
+            return doc[token]
+        raise LookupError(pointer)
+    for token in tokens:
         if isinstance(doc, dict):
             if token not in doc:
                 raise LookupError(pointer)
@@ -205,10 +211,6 @@ def _show(value: Any) -> str:
 def _lookup(doc: Any, pointer: str | None) -> Any:
     if pointer is None or doc is None:
         return None
-    if type(doc) is dict and pointer:
-        tokens = _tokens(pointer)
-        if len(tokens) == 1:  # the common `/id`, `/status`: one member of each record
-            return doc.get(tokens[0])
     try:
         return resolve_pointer(doc, pointer)
     except LookupError:
