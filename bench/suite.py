@@ -148,14 +148,14 @@ async def _provider_stats(url: str) -> dict[str, int]:
 
 
 async def _await_statuses(
-    opts: Options, topics: Topics, child: Child, expected: int, timeout: float, run: str | None = None
+    opts: Options, topics: Topics, child: Child, expected: int, timeout: float, run: str
 ) -> tuple[int, float]:
-    """Wait until the status topic holds `expected` records, sampling the child's memory; returns the count and
-    how long it took.
+    """Wait until every message of `run` has its status, sampling the child's memory; returns the count of
+    status records and how long it took.
 
-    With `run`, records are not enough: a rebalance may have sent some messages twice (at-least-once), so
-    once the count is reached the topic is read to see whether every message of the run has its status, and
-    the wait goes on for the ones still missing. The caller reads the topic once more after the process
+    Counting records is not enough: a rebalance may have sent some messages twice (at-least-once), so once
+    `expected` records are there the topic is read to see whether every message of the run has its status,
+    and the wait goes on for the ones still missing. The caller reads the topic once more after the process
     stopped (statuses published while it stopped count too); both reads come after the last status, so the
     figures (broker timestamps) do not include them."""
     started = time.monotonic()
@@ -169,7 +169,7 @@ async def _await_statuses(
 
         while True:
             seen = await watch.wait_for(target, max(0.0, deadline - time.monotonic()), on_poll=sample)
-            if run is None or seen < target or time.monotonic() > deadline:
+            if seen < target or time.monotonic() > deadline:
                 break
             statuses = await read_statuses(opts.bootstrap, topics.status, topics.partitions, run, expected)
             if statuses.missing == 0:

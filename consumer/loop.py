@@ -21,8 +21,8 @@ def uvloop_available() -> bool:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` to completion on a new event loop (uvloop when available)."""
-    if not uvloop_available():
+    try:
+        import uvloop
+    except ImportError:
         return asyncio.run(main)
-    import uvloop
-
     return uvloop.run(main)
