@@ -7,8 +7,10 @@ import re
 
 import orjson
 import pytest
+import structlog
 
 from consumer.supervisor import BACKOFF_INITIAL_S, BACKOFF_MAX_S, Log, next_backoff
+from consumer.testing import capture_logs
 from consumer.workers import worker_port
 
 
@@ -53,8 +55,21 @@ def test_the_supervisors_json_lines_have_the_services_shape_and_honour_the_level
         "signal": "SIGKILL",
         "level": "warning",
     }
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first["timestamp"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", first["timestamp"])  # no fraction at .000000
     assert second["event"] == "worker could not start: stopping the others" and second["level"] == "error"
+
+
+def test_the_supervisors_json_lines_match_the_services_logging(pipe):
+    read, write = pipe
+    Log("info", "json", fd=write).info("worker started", worker=1, pid=42)
+    ours = orjson.loads(os.read(read, 65536))
+    with capture_logs(level="info") as buffer:
+        structlog.get_logger("consumer.workers").info("worker started", worker=1, pid=42)
+    theirs = orjson.loads(buffer.getvalue().splitlines()[0])
+    assert sorted(ours) == sorted(theirs)
+    assert {k: v for k, v in ours.items() if k != "timestamp"} == {k: v for k, v in theirs.items() if k != "timestamp"}
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"
+    assert re.fullmatch(stamp, ours["timestamp"]) and re.fullmatch(stamp, theirs["timestamp"])
 
 
 def test_the_supervisors_console_lines_name_level_event_and_sorted_fields(pipe):
