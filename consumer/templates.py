@@ -79,15 +79,18 @@ class Prepared:
     recipient: str = ""
 
 
-def message_values(request: SendRequest) -> dict[str, Any]:
-    """The placeholder values one send-request provides, by placeholder name."""
-    values: dict[str, Any] = dict(request.replacements)
-    values["To"] = request.to
-    values["Body"] = request.body
-    values["TemplateID"] = request.template_id
-    values["TemplateVariables"] = request.template_variables
-    values["CampaignID"] = request.campaign_id
-    values["MessageID"] = request.message_id
+def message_values(request: SendRequest | Mapping[str, Any]) -> dict[str, Any]:
+    """The placeholder values one send-request provides, by placeholder name; from the model or from its
+    fields as a dict (`schemas.events.SendRequestFields`, where a field not given is absent)."""
+    fields = request.__dict__ if isinstance(request, SendRequest) else request
+    get = fields.get
+    values: dict[str, Any] = dict(get("replacements") or ())
+    values["To"] = fields["to"]
+    values["Body"] = get("body")
+    values["TemplateID"] = get("template_id")
+    values["TemplateVariables"] = get("template_variables")
+    values["CampaignID"] = fields["campaign_id"]
+    values["MessageID"] = fields["message_id"]
     return values
 
 

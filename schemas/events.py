@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, Required
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 
@@ -28,6 +29,23 @@ def metadata_size(value: Any) -> int:
         return len(orjson.dumps(value))
     except TypeError:
         return METADATA_MAX_BYTES + 1
+
+
+def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if (size := metadata_size(value)) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata takes {size:,} bytes as JSON; at most {METADATA_MAX_BYTES:,}")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone offset (RFC 3339)")
+    return value
+
+
+# Checks live in the field types, not in model validators, so that `SendRequestFields` carries them too.
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
 
 class SendRequest(BaseModel):
@@ -55,31 +73,37 @@ class SendRequest(BaseModel):
         default_factory=dict,
         description="Values of the provider's custom replacements, keyed by name without `$$`.",
     )
-    created_at: datetime | None = Field(
+    created_at: Timestamp | None = Field(
         default=None, description="RFC 3339 creation time; defaults to the Kafka record timestamp."
     )
-    expires_at: datetime | None = Field(
+    expires_at: Timestamp | None = Field(
         default=None, description="RFC 3339 time after which the message must not be sent."
     )
-    metadata: dict[str, Any] | None = Field(
+    metadata: Metadata | None = Field(
         default=None,
         description="Opaque object passed through unchanged to every status of this message; at most "
         f"{METADATA_MAX_BYTES:,} bytes as JSON (a status must stay well within Kafka's record size).",
     )
 
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and (size := metadata_size(value)) > METADATA_MAX_BYTES:
-            raise ValueError(f"metadata takes {size:,} bytes as JSON; at most {METADATA_MAX_BYTES:,}")
-        return value
 
-    @field_validator("created_at", "expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("timestamp must carry a time zone offset (RFC 3339)")
-        return value
+def _fields_of(model: type[BaseModel]) -> Any:
+    """A `TypedDict` with the fields of `model`, their types and checks: the given fields only, no defaults."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = Required[kind] if info.is_required() else NotRequired[kind]
+    typed = TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[misc]
+    typed.__pydantic_config__ = ConfigDict(extra=model.model_config.get("extra"))  # type: ignore[attr-defined]
+    return typed
+
+
+SendRequestFields = _fields_of(SendRequest)
+"""A send-request as a plain dict of the fields it gives, validated exactly as `SendRequest` validates it (a
+test holds the two together). The service's intake uses it: no model instance per message, at less than half
+the cost."""
+
+validate_send_request = TypeAdapter(SendRequestFields).validator.validate_json
+"""Validate a send-request's raw JSON into a `SendRequestFields` dict; raises `pydantic.ValidationError`."""
 
 
 class Status(StrEnum):
