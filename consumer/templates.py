@@ -68,8 +68,8 @@ class Prepared:
     is made per message).
 
     `group` is equal for messages that may share one request; `item` is the message's part of a batch request
-    (a record, a recipient, or a recipient and its entry) and `request` the whole request when every message
-    is its own request. `recipient` is the message's E.164 number.
+    (a record, a recipient, or a recipient and its entry; records and entries as encoded JSON) and `request`
+    the whole request when every message is its own request. `recipient` is the message's E.164 number.
     """
 
     group: bytes
@@ -342,7 +342,7 @@ class CompiledProvider:
                     f"{where}: with batching, " + ", ".join(f"$${n}" for n in misplaced) + f" must stand {inside}"
                 )
         self._group_names = tuple(sorted(global_names)) if self.batching else ()
-        self._heads: dict[bytes, Head] = {}
+        self._heads: dict[bytes, tuple[bytes, Head]] = {}
         if problems:
             raise ConfigError(f"provider {name!r}", problems)
 
@@ -434,18 +434,21 @@ class CompiledProvider:
             values = {**values, "To": recipient.removeprefix("+")}
         if not self.batching:
             return Prepared(b"", None, None, self.render_single(values, (recipient,)), recipient)
-        group = kept(dumps([values[n] for n in self._group_names])) if self._group_names else b""
-        head = self._heads.get(group)
-        if head is None:
-            head = self._render_head(values)
+        group = dumps([values[n] for n in self._group_names]) if self._group_names else b""
+        known = self._heads.get(group)
+        if known is None:
+            # The group's key is kept with its head: the messages of a group share one copy.
+            known = (kept(group), self._render_head(values))
             if len(self._heads) >= 4096:
                 self._heads.clear()
-            self._heads[group] = head
+            self._heads[known[0]] = known
+        group, head = known
         item: Any
         if self.mode == "records" or self.mode == "keyed":
             assert self._item is not None
-            entry = self._item(values)
-            dumps(entry)  # a record that cannot be encoded is refused now, not when its whole batch is sent
+            # Encoded now, once: a record that cannot be encoded is refused here, not when its whole batch is
+            # sent, and the batch's body takes the bytes as they are. Compact bytes, not a dict, wait with it.
+            entry = orjson.Fragment(kept(dumps(self._item(values))))
             item = entry if self.mode == "records" else (values["To"], entry)
         else:
             item = values["To"]
