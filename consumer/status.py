@@ -106,10 +106,6 @@ class DeadLetter:
     headers: list[tuple[str, bytes]]
 
 
-BATCH_API_MIN = 64
-"""From this many statuses in one publish on, the batch API is used."""
-
-
 class Producer(Protocol):
     """The part of `aiokafka.AIOKafkaProducer` the publisher uses."""
 
@@ -146,13 +142,14 @@ class StatusPublisher:
 
     Statuses of concurrent calls are joined: the calls made while the producer is taking the previous group
     go to it together in the next one (one at a time, in call order, never waiting for acknowledgements in
-    between). A large group goes out through the producer's batch API, split by partition with the
-    producer's key partitioner (so a message's statuses always share a partition): a third of the CPU of
-    one `send()` per record. A small group goes through `send()`, which the producer coalesces with its
-    other records. Each call returns once its group is acknowledged, or raises when any record of the group
-    failed; a call retried with `alone=True` is not joined, so a record that cannot be published fails only
-    its own call. A caller that gives up (is cancelled) before its group is handed over takes its records
-    back. Dead letters are rare and go one by one.
+    between). A group goes out through the producer's batch API, split by partition with the producer's key
+    partitioner (so a message's statuses always share a partition): from a third to a half of the CPU of one
+    `send()` per record, even for groups of a few records. The producer takes a partition's next batch only
+    once it has taken the one before into a request, so calls made meanwhile join the next group: the busier
+    the publisher, the larger its batches. Each call returns once its group is acknowledged, or raises when
+    any record of the group failed; a call retried with `alone=True` is not joined, so a record that cannot
+    be published fails only its own call. A caller that gives up (is cancelled) before its group is handed
+    over takes its records back. Dead letters are rare and go one by one.
     """
 
     def __init__(self, producer: Producer, status_topic: str, dlq_topic: str) -> None:
@@ -234,11 +231,6 @@ class StatusPublisher:
     async def _enqueue(self, statuses: Sequence[tuple[bytes, bytes]], handed: list[asyncio.Future[Any]]) -> None:
         """Hand `statuses` to the producer; `handed` gets each producer future as soon as it exists."""
         producer, topic = self._producer, self._status_topic
-        if len(statuses) < BATCH_API_MIN:
-            # A few records: `send()` lets the producer coalesce them with other records (linger).
-            for key, value in statuses:
-                handed.append(await producer.send(topic, value, key=key))
-            return
         partitions = self._partitions
         if partitions is None:
             partitions = self._partitions = sorted(await producer.partitions_for(topic))

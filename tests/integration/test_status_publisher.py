@@ -1,4 +1,4 @@
-"""The status publisher on a real broker: both of its paths put a message's statuses on one partition."""
+"""The status publisher on a real broker: a message's statuses share a partition, however they are grouped."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from consumer.status import BATCH_API_MIN, StatusPublisher
+from consumer.status import StatusPublisher
 from consumer.testing import collect
 
 pytestmark = pytest.mark.kafka
@@ -32,12 +32,14 @@ async def publisher_on(bootstrap, topic_names, create_topics, partitions, wrap=N
         await real.stop()
 
 
-async def test_batched_and_single_statuses_of_a_message_share_a_partition(kafka_bootstrap, topic_names, create_topics):
+async def test_statuses_of_a_message_share_a_partition_in_a_large_group_or_alone(
+    kafka_bootstrap, topic_names, create_topics
+):
     async with publisher_on(kafka_bootstrap, topic_names, create_topics, 5) as (publisher, _, topic):
-        many = [(f"m{i}".encode(), b'{"n": 1}') for i in range(BATCH_API_MIN * 4)]
-        await publisher.publish(many)  # the batch API
+        many = [(f"m{i}".encode(), b'{"n": 1}') for i in range(256)]
+        await publisher.publish(many)
         for key, _ in many[:10]:
-            await publisher.publish([(key, b'{"n": 2}')])  # one by one through send()
+            await publisher.publish([(key, b'{"n": 2}')])  # one by one
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     partitions: dict[bytes, set[int]] = defaultdict(set)
@@ -100,14 +102,14 @@ async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledge
         # A failed hand-over fails every call of its group, and the next publish goes through.
         producer.failing = True
         results = await asyncio.gather(
-            *(publisher.publish([(f"x{i}".encode(), b"{}")]) for i in range(BATCH_API_MIN + 1)),
+            *(publisher.publish([(f"x{i}".encode(), b"{}")]) for i in range(65)),
             return_exceptions=True,
         )
-        assert sum(isinstance(r, KafkaTimeoutError) for r in results) == BATCH_API_MIN + 1
+        assert sum(isinstance(r, KafkaTimeoutError) for r in results) == 65
         producer.failing = False
-        await publisher.publish([(f"y{i}".encode(), b'{"status": "ok"}') for i in range(BATCH_API_MIN)])
-        after = await collect(kafka_bootstrap, topic, 500 + BATCH_API_MIN, timeout=30)
-        assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": BATCH_API_MIN}
+        await publisher.publish([(f"y{i}".encode(), b'{"status": "ok"}') for i in range(64)])
+        after = await collect(kafka_bootstrap, topic, 500 + 64, timeout=30)
+        assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": 64}
 
 
 async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call_alone(
@@ -127,15 +129,15 @@ async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call
 
 
 class GatedProducer(CountingProducer):
-    """Holds every `send` until `gate` is set."""
+    """Holds every `send_batch` until `gate` is set."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         super().__init__(producer)
         self.gate = asyncio.Event()
 
-    async def send(self, *args, **kwargs):
+    async def send_batch(self, *args, **kwargs):
         await self.gate.wait()
-        return await super().send(*args, **kwargs)
+        return await super().send_batch(*args, **kwargs)
 
 
 async def test_a_caller_that_gives_up_before_its_group_is_handed_over_takes_its_statuses_back(
@@ -165,4 +167,4 @@ async def test_a_caller_that_gives_up_before_its_group_is_handed_over_takes_its_
         await asyncio.gather(first, later)
     keys = {r["n"] for r in await collect(kafka_bootstrap, topic, 2, timeout=30)}
     assert keys == {1, 3}
-    assert producer.sends == 2
+    assert producer.batch_sends == 2
