@@ -66,6 +66,9 @@ class Dispatcher:
         # Messages of providers without batching, waiting for one of the provider's workers.
         self._singles: dict[str, deque[Envelope]] = {}
         self._workers: dict[str, int] = {}
+        # Their statuses, handed over by the workers and published together by one task (see `_collect`).
+        self._collected: list[tuple[list[tuple[bytes, bytes]], list[Any], dict[tuple[str, str], int]]] = []
+        self._publishing: asyncio.Task[None] | None = None
         # Batch ids: unique per process (a random prefix) without a uuid per batch.
         self._batch_prefix = uuid.uuid4().hex[:12]
         self._batch_numbers = itertools.count(1)
@@ -159,6 +162,10 @@ class Dispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Handed over to a publishing task that was cancelled before it took them.
+        self._in_flight -= sum(len(tickets) for _, tickets, _ in self._collected)
+        self._collected = []
+        self._publishing = None
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -188,9 +195,9 @@ class Dispatcher:
         queue.append(envelope)
         self._in_flight += 1
         running = self._workers.get(name, 0)
-        # Twice the provider's concurrency: a worker also waits out retry backoffs and Kafka's acknowledgement,
-        # and the sender's own limit keeps HTTP requests within the concurrency meanwhile.
-        if running < 2 * provider.config.concurrency:
+        # As many workers as the provider takes requests at once: a worker hands its message's status over
+        # and goes on without waiting for Kafka, so every worker is sending or waiting out a retry backoff.
+        if running < provider.config.concurrency:
             self._workers[name] = running + 1
             started: list[bool] = []
             task = self._track(0, self._single_worker(name, queue, started), provider=name)
@@ -209,7 +216,7 @@ class Dispatcher:
             while queue:
                 envelope = queue.popleft()
                 try:
-                    await self._send([envelope])
+                    await self._send([envelope], hand_over=True)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -229,7 +236,9 @@ class Dispatcher:
             batch_size=len(envelopes),
         )
 
-    async def _send(self, envelopes: list[Envelope]) -> None:
+    async def _send(self, envelopes: list[Envelope], hand_over: bool = False) -> None:
+        """Send one request's messages and publish their statuses; with `hand_over`, the statuses are handed to
+        `_collect` and this returns without waiting for Kafka."""
         deadline = None
         deadlines = [e.deadline for e in envelopes if e.deadline is not None]
         if deadlines:
@@ -287,6 +296,9 @@ class Dispatcher:
                 attempts=result.attempts,
                 accepted=accepted,
             )
+        if hand_over:
+            self._collect(statuses, [e.ticket for e in envelopes], tally)
+            return
         await self._publish_then_done(
             statuses,
             (),
@@ -294,6 +306,30 @@ class Dispatcher:
             tally,
             context={"provider": provider.name, "campaign_id": first.campaign_id, "batch_id": batch_id},
         )
+
+    def _collect(
+        self, statuses: list[tuple[bytes, bytes]], tickets: list[Any], tally: dict[tuple[str, str], int]
+    ) -> None:
+        """Take the statuses of a message sent on its own; they are published with the others handed over until
+        the publishing task's first step. Counted in flight until Kafka acknowledged them."""
+        self._collected.append((statuses, tickets, tally))
+        self._in_flight += len(tickets)
+        if self._publishing is None:
+            self._publishing = self._track(0, self._publish_collected())
+
+    async def _publish_collected(self) -> None:
+        collected, self._collected = self._collected, []
+        self._publishing = None  # what is handed over from now on goes to the next task
+        statuses = [status for part, _, _ in collected for status in part]
+        tickets = [ticket for _, part, _ in collected for ticket in part]
+        tally: dict[tuple[str, str], int] = {}
+        for _, _, counts in collected:
+            for label, count in counts.items():
+                tally[label] = tally.get(label, 0) + count
+        try:
+            await self._publish_then_done(statuses, (), tickets, tally)
+        finally:
+            self._in_flight -= len(tickets)
 
     async def _publish_expired(self, envelopes: list[Envelope]) -> None:
         if not envelopes:
