@@ -283,7 +283,7 @@ class Dispatcher:
         if sizes is None:
             sizes = self._batch_sizes[provider.name] = self._metrics.batch_size.labels(provider.name)
         sizes.observe(len(envelopes))
-        accepted = tally.get((provider.name, Status.SENT.value), 0)
+        accepted = tally.get((provider.name, Status.SENT), 0)
         if accepted < len(envelopes) or self._debug:
             log_event = log.debug if accepted == len(envelopes) else log.warning
             log_event(
