@@ -14,12 +14,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
+from aiokafka.errors import MessageSizeTooLargeError
 
 from consumer.partitioner import partition_for
 from consumer.templates import kept
 from schemas.events import DLQ_HEADERS, Status
 
 SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 1_048_576
+"""The largest status record handed to the producer: its `max_request_size` (aiokafka's default, kept)."""
 
 
 @dataclass(slots=True)
@@ -231,6 +234,11 @@ class StatusPublisher:
     async def _enqueue(self, statuses: Sequence[tuple[bytes, bytes]], handed: list[asyncio.Future[Any]]) -> None:
         """Hand `statuses` to the producer; `handed` gets each producer future as soon as it exists."""
         producer, topic = self._producer, self._status_topic
+        for key, value in statuses:
+            # The batch API takes any record into an empty batch, and the broker would refuse the whole batch
+            # it went out in: refused here, before anything of the group is handed over.
+            if len(key) + len(value) > MAX_RECORD_BYTES:
+                raise MessageSizeTooLargeError(f"a status of {len(value):,} bytes is larger than a producer request")
         partitions = self._partitions
         if partitions is None:
             partitions = self._partitions = sorted(await producer.partitions_for(topic))
@@ -243,8 +251,7 @@ class StatusPublisher:
             if batch.append(key=key, value=value, timestamp=None) is None:
                 handed.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = open_batches[partition] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a status of {len(value)} bytes is larger than a whole producer batch")
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
         for partition, batch in open_batches.items():
             handed.append(await producer.send_batch(batch, topic, partition=partition))
 

@@ -112,20 +112,34 @@ async def test_concurrent_publishes_are_joined_and_each_returns_once_acknowledge
         assert Counter(r.get("status") for r in after) == {"sent": 500, "ok": 64}
 
 
-async def test_a_status_kafka_refuses_fails_its_group_and_then_only_its_own_call_alone(
+async def test_a_status_too_large_for_kafka_fails_its_group_before_any_of_it_is_handed_over(
     kafka_bootstrap, topic_names, create_topics
 ):
     too_large = (b"big", b'{"status": "sent", "metadata": "' + b"x" * 2_000_000 + b'"}')
-    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 3) as (publisher, _, topic):
+    async with publisher_on(kafka_bootstrap, topic_names, create_topics, 3, CountingProducer) as (
+        publisher,
+        producer,
+        topic,
+    ):
+        await publisher.publish([(b"before", b'{"status": "before"}')])  # the partitions have written batches
         calls = [[(f"k{i}".encode(), b'{"status": "sent"}')] for i in range(5)]
         calls.insert(2, [too_large])
         joined = await asyncio.gather(*(publisher.publish(c) for c in calls), return_exceptions=True)
         assert all(isinstance(r, MessageSizeTooLargeError) for r in joined)  # one group: one answer
+        assert producer.batch_sends == 1  # nothing of the refused group reached the producer
         # Retried alone (as the dispatcher retries), only the call with the refused status fails again.
         alone = await asyncio.gather(*(publisher.publish(c, alone=True) for c in calls), return_exceptions=True)
-        assert [isinstance(r, MessageSizeTooLargeError) for r in alone] == [False, False, True, False, False, False]
-    keys = {r["status"] for r in await collect(kafka_bootstrap, topic, 5, timeout=30)}
-    assert keys == {"sent"}
+        assert [type(r).__name__ for r in alone] == [
+            "NoneType",
+            "NoneType",
+            "MessageSizeTooLargeError",
+            "NoneType",
+            "NoneType",
+            "NoneType",
+        ]
+        await publisher.publish([(b"after", b'{"status": "after"}')])  # the producer still publishes
+    records = await collect(kafka_bootstrap, topic, 8, timeout=5)
+    assert sorted(r["status"] for r in records) == ["after", "before"] + ["sent"] * 5
 
 
 class GatedProducer(CountingProducer):
