@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import CorruptRecordException, MessageSizeTooLargeError, RecordListTooLargeError
 
 from consumer.accumulator import Accumulator
 from consumer.intake import Envelope, Refusal
@@ -32,6 +33,11 @@ from schemas.events import Status
 log = structlog.get_logger("consumer.dispatcher")
 
 GroupKey = tuple[str, str, bytes]
+_Part = tuple[list[tuple[bytes, bytes]], list[Any], dict[tuple[str, str], int]]
+"""The statuses, tickets and status counts of one message handed over by a worker."""
+
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, CorruptRecordException)
+"""Failures of a status itself rather than of Kafka being away: retrying it with others would hold them up."""
 SentHook = Callable[[str, str, str, str, "dict[str, Any] | None"], None]
 """Told of each message a provider accepted with an id: (provider message id, message id, campaign id, to,
 metadata). Delivery reports correlate through it."""
@@ -67,7 +73,7 @@ class Dispatcher:
         self._singles: dict[str, deque[Envelope]] = {}
         self._workers: dict[str, int] = {}
         # Their statuses, handed over by the workers and published together by one task (see `_collect`).
-        self._collected: list[tuple[list[tuple[bytes, bytes]], list[Any], dict[tuple[str, str], int]]] = []
+        self._collected: list[_Part] = []
         self._publishing: asyncio.Task[None] | None = None
         # Batch ids: unique per process (a random prefix) without a uuid per batch.
         self._batch_prefix = uuid.uuid4().hex[:12]
@@ -195,9 +201,9 @@ class Dispatcher:
         queue.append(envelope)
         self._in_flight += 1
         running = self._workers.get(name, 0)
-        # As many workers as the provider takes requests at once: a worker hands its message's status over
-        # and goes on without waiting for Kafka, so every worker is sending or waiting out a retry backoff.
-        if running < provider.config.concurrency:
+        # Twice the provider's concurrency: a worker also waits out retry backoffs (holding no HTTP slot), and
+        # the sender's own limit keeps HTTP requests within the concurrency meanwhile.
+        if running < 2 * provider.config.concurrency:
             self._workers[name] = running + 1
             started: list[bool] = []
             task = self._track(0, self._single_worker(name, queue, started), provider=name)
@@ -310,24 +316,62 @@ class Dispatcher:
     def _collect(
         self, statuses: list[tuple[bytes, bytes]], tickets: list[Any], tally: dict[tuple[str, str], int]
     ) -> None:
-        """Take the statuses of a message sent on its own; they are published with the others handed over until
-        the publishing task's first step. Counted in flight until Kafka acknowledged them."""
+        """Take the statuses of a message sent on its own, for `_publish_collected`. The message stays in flight
+        (and its record not done) until Kafka acknowledged them."""
         self._collected.append((statuses, tickets, tally))
         self._in_flight += len(tickets)
         if self._publishing is None:
             self._publishing = self._track(0, self._publish_collected())
 
     async def _publish_collected(self) -> None:
-        collected, self._collected = self._collected, []
-        self._publishing = None  # what is handed over from now on goes to the next task
-        statuses = [status for part, _, _ in collected for status in part]
-        tickets = [ticket for _, part, _ in collected for ticket in part]
+        """Publish the handed-over statuses, all those handed over so far in one call, until none are left.
+
+        One call at a time: while Kafka is away the statuses wait here in one list, and go out together once
+        it is back, rather than as one retrying call per message."""
+        try:
+            while self._collected:
+                parts, self._collected = self._collected, []
+                await self._publish_parts(parts)
+        finally:
+            self._publishing = None
+
+    async def _publish_parts(self, parts: list[_Part]) -> None:
+        statuses = [status for part, _, _ in parts for status in part]
+        tickets = [ticket for _, part, _ in parts for ticket in part]
         tally: dict[tuple[str, str], int] = {}
-        for _, _, counts in collected:
+        for _, _, counts in parts:
             for label, count in counts.items():
                 tally[label] = tally.get(label, 0) + count
+        alone = False
         try:
-            await self._publish_then_done(statuses, (), tickets, tally)
+            while True:
+                try:
+                    await self._publisher.publish(statuses, alone=alone)
+                    self.publish_healthy = True
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._publish_failed(exc, len(statuses))
+                    if len(parts) > 1 and isinstance(exc, RECORD_ERRORS):
+                        # A status Kafka refuses: each message's statuses go on their own, so that it holds up
+                        # only its own message.
+                        for part in parts:
+                            self._track(0, self._publish_part(*part))
+                        parts = []
+                        return
+                    await asyncio.sleep(self._backoff)
+                    alone = True
+            self._done(tickets, tally)
+        finally:
+            if parts:
+                self._in_flight -= len(tickets)
+
+    async def _publish_part(
+        self, statuses: list[tuple[bytes, bytes]], tickets: list[Any], tally: dict[tuple[str, str], int]
+    ) -> None:
+        try:
+            await self._publish_then_done(statuses, (), tickets, tally, alone=True)
         finally:
             self._in_flight -= len(tickets)
 
@@ -404,12 +448,13 @@ class Dispatcher:
         tally: dict[tuple[str, str], int],
         dead_codes: Sequence[str] = (),
         *,
+        alone: bool = False,
         context: dict[str, Any] | None = None,
     ) -> None:
         # A record counts as done only once Kafka acknowledged its status: until then its offset is not
         # committed, so a crash here means it is read and sent again, never lost. A retry is published on its
         # own, so a status that cannot be published holds up only its own records.
-        retry = False
+        retry = alone
         while True:
             try:
                 await self._publisher.publish(statuses, letters, alone=retry)
@@ -418,16 +463,20 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.publish_healthy = False
-                self._metrics.status_publish_failures.inc()
-                log.warning(
-                    "publishing statuses failed; retrying",
-                    error=type(exc).__name__,
-                    records=len(statuses),
-                    **(context or {}),
-                )
+                self._publish_failed(exc, len(statuses), context)
                 await asyncio.sleep(self._backoff)
                 retry = True
+        self._done(tickets, tally, dead_codes)
+
+    def _publish_failed(self, exc: Exception, records: int, context: dict[str, Any] | None = None) -> None:
+        self.publish_healthy = False
+        self._metrics.status_publish_failures.inc()
+        log.warning(
+            "publishing statuses failed; retrying", error=type(exc).__name__, records=records, **(context or {})
+        )
+
+    def _done(self, tickets: Sequence[Any], tally: dict[tuple[str, str], int], dead_codes: Sequence[str] = ()) -> None:
+        """Count the published statuses and report their records done."""
         metrics = self._metrics
         counters = self._counters
         for label, count in tally.items():

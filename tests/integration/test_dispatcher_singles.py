@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from consumer.auth import NoSigner
 from consumer.dispatcher import Dispatcher
@@ -20,125 +21,178 @@ from consumer.templates import CompiledProvider
 from consumer.testing import wait_for
 from schemas.config import ProviderConfig
 
-CONCURRENCY = 4
 
+class Publisher:
+    """A status publisher whose calls wait until `release` is set (Kafka slow or away), and fail with
+    `failure(statuses)` when that gives an exception."""
 
-class HeldPublisher:
-    """A status publisher whose calls wait until `release` is set (Kafka slow or away)."""
-
-    def __init__(self) -> None:
+    def __init__(self, failure: Any = None, *, held: bool = False) -> None:
         self.release = asyncio.Event()
+        if not held:
+            self.release.set()
+        self.failure = failure or (lambda statuses: None)
         self.calls: list[list[tuple[bytes, bytes]]] = []
+        self.published: list[bytes] = []
 
     async def publish(self, statuses: Any, dead_letters: Any = (), *, alone: bool = False) -> None:
         self.calls.append(list(statuses))
         await self.release.wait()
+        error = self.failure(statuses)
+        if error is not None:
+            raise error
+        self.published += [key for key, _ in statuses]
 
 
 @pytest.fixture
 async def provider(http_server):
     received: list[str] = []
-    in_flight = [0, 0]  # now, most at once
 
     async def handle(request: web.Request) -> web.Response:
-        in_flight[0] += 1
-        in_flight[1] = max(in_flight[1], in_flight[0])
-        try:
-            body = await request.json()
-            await asyncio.sleep(0.005)
-            received.append(body["ref"])
-            return web.json_response({"id": f"p-{body['ref']}"})
-        finally:
-            in_flight[0] -= 1
+        body = await request.json()
+        await asyncio.sleep(0.005)
+        received.append(body["ref"])
+        return web.json_response({"id": f"p-{body['ref']}"})
 
     app = web.Application()
     app.router.add_post("/send", handle)
-    return await http_server(app), received, in_flight
+    return await http_server(app), received
 
 
-async def test_workers_go_on_sending_while_statuses_wait_for_kafka_and_stay_in_flight(provider):
-    url, received, in_flight = provider
-    config = ProviderConfig.model_validate(
-        {
-            "url": url + "/send",
-            "format": "json",
-            "concurrency": CONCURRENCY,
-            "payload": {"to": "$$To", "text": "$$Body", "ref": "$$MessageID"},
-            "response": {"message_id": "/id"},
-        }
-    )
-    compiled = CompiledProvider("p", config)
+@pytest.fixture
+async def make_dispatcher(provider):
+    url, _ = provider
     session = make_session()
-    publisher = HeldPublisher()
-    done: list[Any] = []
-    dispatcher = Dispatcher(
-        {"p": ProviderSender(compiled, AiohttpTransport(session), NoSigner())},
-        publisher,  # type: ignore[arg-type]
-        done.extend,
-        linger=0.05,
-    )
-    intake = Intake({"p": compiled})
-    count = 40
-    try:
-        for i in range(count):
-            event = {"message_id": f"m{i}", "campaign_id": "c", "provider": "p", "to": "+14155550100", "body": "hi"}
-            envelope = intake.accept(None, orjson.dumps(event), Origin("in", 0, i, 1_700_000_000_000))
-            envelope.ticket = i  # type: ignore[union-attr]
-            dispatcher.submit(envelope)  # type: ignore[arg-type]
-        await wait_for(lambda: len(received) == count, timeout=10, interval=0.01, what="every message sent")
-        # Every message was sent, none waited for Kafka, and no more than the concurrency went at once.
-        assert sorted(received) == sorted(f"m{i}" for i in range(count))
-        assert in_flight[1] <= CONCURRENCY
-        # Not one is done: all are in flight until their statuses are acknowledged, so drains wait for them.
-        assert done == []
-        assert dispatcher.in_flight == count
-        assert not await dispatcher.wait_idle(0.1)
-        handed = [orjson.loads(value) for call in publisher.calls for _, value in call]
-        assert sorted(s["message_id"] for s in handed) == sorted(f"m{i}" for i in range(count))
-        assert {s["status"] for s in handed} == {"sent"}
-        assert {s["provider_message_id"] for s in handed} == {f"p-m{i}" for i in range(count)}
-        # Fewer publishes than messages: statuses handed over together go to Kafka together.
-        assert len(publisher.calls) < count
-        publisher.release.set()
-        assert await dispatcher.wait_idle(5)
-        assert sorted(done) == list(range(count))
-        assert dispatcher.in_flight == 0
-    finally:
+    made: list[Dispatcher] = []
+
+    def make(publisher: Publisher, done: list[Any]) -> tuple[Dispatcher, Intake]:
+        config = ProviderConfig.model_validate(
+            {
+                "url": url + "/send",
+                "format": "json",
+                "concurrency": 4,
+                "payload": {"to": "$$To", "text": "$$Body", "ref": "$$MessageID"},
+                "response": {"message_id": "/id"},
+            }
+        )
+        compiled = CompiledProvider("p", config)
+        sender = ProviderSender(compiled, AiohttpTransport(session), NoSigner())
+        dispatcher = Dispatcher(
+            {"p": sender},
+            publisher,  # type: ignore[arg-type]
+            done.extend,
+            linger=0.05,
+            publish_retry_backoff=0.02,
+        )
+        made.append(dispatcher)
+        return dispatcher, Intake({"p": compiled})
+
+    yield make
+    for dispatcher in made:
         await dispatcher.cancel()
-        await session.close()
+    await session.close()
 
 
-async def test_abandoning_work_leaves_handed_over_statuses_undone_and_nothing_in_flight(provider):
-    url, received, _ = provider
-    config = ProviderConfig.model_validate(
-        {
-            "url": url + "/send",
-            "format": "json",
-            "concurrency": CONCURRENCY,
-            "payload": {"to": "$$To", "text": "$$Body", "ref": "$$MessageID"},
-        }
-    )
-    compiled = CompiledProvider("p", config)
-    session = make_session()
+def submit(dispatcher: Dispatcher, intake: Intake, ids: list[str]) -> None:
+    for offset, message_id in enumerate(ids):
+        event = {"message_id": message_id, "campaign_id": "c", "provider": "p", "to": "+14155550100", "body": "hi"}
+        envelope = intake.accept(None, orjson.dumps(event), Origin("in", 0, offset, 1_700_000_000_000))
+        envelope.ticket = message_id  # type: ignore[union-attr]
+        dispatcher.submit(envelope)  # type: ignore[arg-type]
+
+
+async def test_workers_go_on_sending_while_statuses_wait_for_kafka_and_stay_in_flight(provider, make_dispatcher):
+    _, received = provider
+    publisher = Publisher(held=True)
     done: list[Any] = []
-    dispatcher = Dispatcher(
-        {"p": ProviderSender(compiled, AiohttpTransport(session), NoSigner())},
-        HeldPublisher(),  # type: ignore[arg-type]
-        done.extend,
-        linger=0.05,
-    )
-    intake = Intake({"p": compiled})
-    try:
-        for i in range(10):
-            event = {"message_id": f"m{i}", "campaign_id": "c", "provider": "p", "to": "+14155550100", "body": "hi"}
-            envelope = intake.accept(None, orjson.dumps(event), Origin("in", 0, i, 1_700_000_000_000))
-            envelope.ticket = i  # type: ignore[union-attr]
-            dispatcher.submit(envelope)  # type: ignore[arg-type]
-        await wait_for(lambda: len(received) == 10, timeout=10, interval=0.01, what="every message sent")
-        await asyncio.sleep(0)  # the last worker hands its status over
-        assert dispatcher.in_flight == 10
-        await dispatcher.cancel()  # a drain that ran out of time: the records are read again
-        assert dispatcher.in_flight == 0
-        assert done == []
-    finally:
-        await session.close()
+    dispatcher, intake = make_dispatcher(publisher, done)
+    ids = [f"m{i}" for i in range(40)]
+    submit(dispatcher, intake, ids)
+    await wait_for(lambda: len(received) == len(ids), timeout=10, interval=0.01, what="every message sent")
+    # Every message was sent while Kafka had not acknowledged a single status.
+    assert sorted(received) == sorted(ids)
+    # Not one is done: all are in flight until their statuses are acknowledged, so drains wait for them.
+    assert done == []
+    assert dispatcher.in_flight == len(ids)
+    assert not await dispatcher.wait_idle(0.1)
+    # One call is with Kafka; what was handed over meanwhile waits for it, to go out in one more call.
+    assert len(publisher.calls) == 1
+    publisher.release.set()
+    assert await dispatcher.wait_idle(5)
+    assert sorted(done) == sorted(ids)
+    assert dispatcher.in_flight == 0
+    assert len(publisher.calls) == 2
+    handed = [orjson.loads(value) for call in publisher.calls for _, value in call]
+    assert sorted(s["message_id"] for s in handed) == sorted(ids)
+    assert {s["status"] for s in handed} == {"sent"}
+    assert {s["provider_message_id"] for s in handed} == {f"p-{i}" for i in ids}
+
+
+async def test_while_kafka_is_away_the_handed_over_statuses_wait_together_and_go_out_together(
+    provider, make_dispatcher
+):
+    _, received = provider
+    away = [True]
+    publisher = Publisher(lambda statuses: KafkaTimeoutError() if away[0] else None)
+    done: list[Any] = []
+    dispatcher, intake = make_dispatcher(publisher, done)
+    ids = [f"m{i}" for i in range(60)]
+    submit(dispatcher, intake, ids)
+    await wait_for(lambda: len(received) == len(ids), timeout=10, interval=0.01, what="every message sent")
+    await asyncio.sleep(0.2)  # ten backoffs
+    failed_calls = len(publisher.calls)
+    assert done == []
+    assert not dispatcher.publish_healthy
+    # One retrying call at a time, not one per message.
+    assert failed_calls <= 15
+    away[0] = False
+    assert await dispatcher.wait_idle(5)
+    assert sorted(done) == sorted(ids)
+    assert sorted(publisher.published) == sorted(i.encode() for i in ids)
+    assert len(publisher.calls) <= failed_calls + 2
+    assert dispatcher.in_flight == 0
+    assert dispatcher.publish_healthy
+
+
+async def test_a_status_kafka_refuses_holds_up_only_its_own_message(make_dispatcher):
+    def refuse(statuses):
+        return MessageSizeTooLargeError() if any(key == b"poison" for key, _ in statuses) else None
+
+    publisher = Publisher(refuse)
+    done: list[Any] = []
+    dispatcher, intake = make_dispatcher(publisher, done)
+    ids = [f"m{i}" for i in range(20)]
+    submit(dispatcher, intake, [*ids[:10], "poison", *ids[10:]])
+    await wait_for(lambda: sorted(done) == sorted(ids), timeout=10, what="every other message done")
+    assert "poison" not in done
+    assert dispatcher.in_flight == 1  # its record is not done: its offset is never committed past it
+    await asyncio.sleep(0.1)
+    assert publisher.published.count(b"poison") == 0
+    assert sorted(publisher.published) == sorted(i.encode() for i in ids)  # each once
+    submit(dispatcher, intake, ["later"])  # what comes after it is published and done
+    await wait_for(lambda: "later" in done, timeout=10, what="a later message done")
+
+
+async def test_abandoning_work_leaves_handed_over_statuses_undone_and_nothing_in_flight(provider, make_dispatcher):
+    _, received = provider
+    done: list[Any] = []
+    dispatcher, intake = make_dispatcher(Publisher(held=True), done)
+    ids = [f"m{i}" for i in range(10)]
+    submit(dispatcher, intake, ids)
+    await wait_for(lambda: len(received) == len(ids), timeout=10, interval=0.01, what="every message sent")
+    await wait_for(lambda: dispatcher.in_flight == len(ids), timeout=5, what="the last status handed over")
+    await dispatcher.cancel()  # a drain that ran out of time: the records are read again
+    assert dispatcher.in_flight == 0
+    assert done == []
+
+
+async def test_abandoning_work_before_the_publishing_task_took_its_statuses(make_dispatcher):
+    done: list[Any] = []
+    dispatcher, _ = make_dispatcher(Publisher(), done)
+    dispatcher._collect([(b"k", b"{}")], ["ticket"], {("p", "sent"): 1})  # a worker's hand-over
+    assert dispatcher.in_flight == 1
+    await dispatcher.cancel()  # in the same step: the publishing task never ran
+    assert dispatcher.in_flight == 0
+    assert done == []
+    dispatcher._collect([(b"k2", b"{}")], ["again"], {("p", "sent"): 1})  # and a new hand-over is published
+    assert await dispatcher.wait_idle(5)
+    assert done == ["again"]
