@@ -7,9 +7,9 @@ are awaited per fetch in the background, with at most `--max-pending` records un
 are committed every second. Prints `ready` once it owns partitions; SIGTERM finishes the outstanding work,
 commits and stops.
 
-`--api send` publishes record by record with `producer.send()`, as the service does; `--api batch` fills record
-batches per partition (`create_batch()` / `send_batch()`, keys partitioned by the same murmur2 hash), which is
-what the Kafka client allows at best.
+`--api send` publishes record by record with `producer.send()`, the plain loop ceiling K stands for; `--api
+batch` fills record batches per partition (`create_batch()` / `send_batch()`, keys partitioned by the same
+murmur2 hash), as the service's status publisher does: what the Kafka client allows at best.
 
     python -m bench.ceiling_kafka --bootstrap HOST:PORT --input T --status T --group G [--api send|batch]
 """
