@@ -342,29 +342,21 @@ class Dispatcher:
         for _, _, counts in parts:
             for label, count in counts.items():
                 tally[label] = tally.get(label, 0) + count
-        alone = False
+        split = False
+
+        def each_on_its_own() -> None:
+            # A status Kafka refuses: each message's statuses go on their own, so it holds up only its message.
+            nonlocal split
+            split = True
+            for part in parts:
+                self._track(0, self._publish_part(*part))
+
         try:
-            while True:
-                try:
-                    await self._publisher.publish(statuses, alone=alone)
-                    self.publish_healthy = True
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._publish_failed(exc, len(statuses))
-                    if len(parts) > 1 and isinstance(exc, RECORD_ERRORS):
-                        # A status Kafka refuses: each message's statuses go on their own, so that it holds up
-                        # only its own message.
-                        for part in parts:
-                            self._track(0, self._publish_part(*part))
-                        parts = []
-                        return
-                    await asyncio.sleep(self._backoff)
-                    alone = True
-            self._done(tickets, tally)
+            await self._publish_then_done(
+                statuses, (), tickets, tally, on_refused=each_on_its_own if len(parts) > 1 else None
+            )
         finally:
-            if parts:
+            if not split:
                 self._in_flight -= len(tickets)
 
     async def _publish_part(
@@ -449,8 +441,11 @@ class Dispatcher:
         dead_codes: Sequence[str] = (),
         *,
         alone: bool = False,
+        on_refused: Callable[[], None] | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
+        """Publish, retrying until Kafka acknowledged, then report the records done. `on_refused` takes over
+        (and nothing is done here) when Kafka refuses a status itself rather than being away."""
         # A record counts as done only once Kafka acknowledged its status: until then its offset is not
         # committed, so a crash here means it is read and sent again, never lost. A retry is published on its
         # own, so a status that cannot be published holds up only its own records.
@@ -463,20 +458,19 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._publish_failed(exc, len(statuses), context)
+                self.publish_healthy = False
+                self._metrics.status_publish_failures.inc()
+                log.warning(
+                    "publishing statuses failed; retrying",
+                    error=type(exc).__name__,
+                    records=len(statuses),
+                    **(context or {}),
+                )
+                if on_refused is not None and isinstance(exc, RECORD_ERRORS):
+                    on_refused()
+                    return
                 await asyncio.sleep(self._backoff)
                 retry = True
-        self._done(tickets, tally, dead_codes)
-
-    def _publish_failed(self, exc: Exception, records: int, context: dict[str, Any] | None = None) -> None:
-        self.publish_healthy = False
-        self._metrics.status_publish_failures.inc()
-        log.warning(
-            "publishing statuses failed; retrying", error=type(exc).__name__, records=records, **(context or {})
-        )
-
-    def _done(self, tickets: Sequence[Any], tally: dict[tuple[str, str], int], dead_codes: Sequence[str] = ()) -> None:
-        """Count the published statuses and report their records done."""
         metrics = self._metrics
         counters = self._counters
         for label, count in tally.items():
