@@ -87,9 +87,16 @@ class SendRequest(BaseModel):
 
 
 def _fields_of(model: type[BaseModel]) -> Any:
-    """A `TypedDict` with the fields of `model`, their types and checks: the given fields only, no defaults."""
+    """A `TypedDict` with the fields of `model`, their types and checks: the given fields only, no defaults.
+
+    Only what the field types carry is carried: a model with validators or aliases of its own is refused."""
+    found = model.__pydantic_decorators__
+    if found.field_validators or found.model_validators or found.validators or found.root_validators:
+        raise TypeError(f"{model.__name__}: put its checks in its field types for the dict form to carry them")
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
+        if info.alias or info.validation_alias:
+            raise TypeError(f"{model.__name__}.{name}: an alias would not reach the dict form")
         kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         fields[name] = Required[kind] if info.is_required() else NotRequired[kind]
     typed = TypedDict(f"{model.__name__}Fields", fields)  # type: ignore[misc]

@@ -95,3 +95,25 @@ def test_the_checks_of_the_model_apply_to_the_dict():
     ):
         with pytest.raises(ValidationError, match=words):
             validate_send_request(orjson.dumps({**base, **extra}))
+
+
+def test_a_model_whose_checks_the_dict_form_would_miss_is_refused():
+    from pydantic import BaseModel, Field, field_validator
+
+    from schemas.events import _fields_of
+
+    class Checked(BaseModel):
+        to: str
+
+        @field_validator("to")
+        @classmethod
+        def _plus(cls, value: str) -> str:
+            return value
+
+    class Aliased(BaseModel):
+        to: str = Field(alias="recipient")
+
+    with pytest.raises(TypeError, match="field types"):
+        _fields_of(Checked)
+    with pytest.raises(TypeError, match="alias"):
+        _fields_of(Aliased)
