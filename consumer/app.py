@@ -187,15 +187,6 @@ class Service:
             metrics.in_flight.set_function(lambda: dispatcher.in_flight)
             metrics.buffered.set_function(lambda: dispatcher.buffered)
 
-            async def drain(timeout: float) -> bool:
-                dispatcher.flush()
-                if await dispatcher.wait_idle(timeout):
-                    return True
-                # The next owner reads the unfinished records again: sending them here as well, once they are
-                # done waiting out a provider's outage, would send each of them twice.
-                await dispatcher.cancel()
-                return False
-
             source = KafkaSource(
                 consumer,
                 kafka.input_topic,
@@ -204,7 +195,9 @@ class Service:
                 pending=lambda: dispatcher.pending,
                 high_water=high,
                 low_water=int(high * pipeline.resume_below_ratio),
-                drain=drain,
+                # Work that outlives the revoke deadline is abandoned: the next owner reads its records again,
+                # and sending them here as well, once done waiting out a provider's outage, would send them twice.
+                drain=dispatcher.drain,
                 drain_timeout=kafka.rebalance_timeout_ms / 1000 * 0.8,
                 metrics=metrics,
             )
@@ -288,18 +281,10 @@ class Service:
     async def _drain(self, source: KafkaSource, dispatcher: Dispatcher) -> None:
         deadline = self.config.pipeline.shutdown_timeout_s
         log.info("draining", buffered=dispatcher.buffered, in_flight=dispatcher.in_flight, deadline_s=deadline)
-        dispatcher.flush()
-        hard = asyncio.create_task(self._hard_stop.wait())
-        idle = asyncio.create_task(dispatcher.wait_idle(deadline))
-        await asyncio.wait([hard, idle], return_when=asyncio.FIRST_COMPLETED)
-        hard.cancel()
-        finished = idle.done() and idle.result()
-        idle.cancel()
-        if not finished:
+        abandoned = await dispatcher.drain(deadline, self._hard_stop)
+        if abandoned:
             log.warning(
-                "drain incomplete: unfinished work stays uncommitted and will be read again",
-                in_flight=dispatcher.in_flight,
+                "drain incomplete: unfinished work stays uncommitted and will be read again", in_flight=abandoned
             )
-            await dispatcher.cancel()
         committed = await source.commit()
         log.info("final commit", partitions=len(committed))

@@ -159,6 +159,25 @@ class Dispatcher:
             return False
         return True
 
+    async def drain(self, timeout: float, interrupt: asyncio.Event | None = None) -> int:
+        """Send what is buffered and wait until nothing is in flight, for at most `timeout` (or until `interrupt`
+        is set); what is unfinished then is abandoned (`cancel`). Returns how many messages were abandoned."""
+        self.flush()
+        idle = asyncio.ensure_future(self.wait_idle(timeout))
+        waits: list[asyncio.Future[Any]] = [idle]
+        if interrupt is not None:
+            waits.append(asyncio.ensure_future(interrupt.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if idle.done() and not idle.cancelled() and idle.result():
+            return 0
+        abandoned = self._in_flight
+        await self.cancel()
+        return abandoned
+
     async def cancel(self) -> None:
         """Abandon in-flight work (its records stay uncommitted and will be read again)."""
         for queue in self._singles.values():

@@ -49,7 +49,7 @@ class KafkaSource:
         pending: Callable[[], int],
         high_water: int,
         low_water: int,
-        drain: Callable[[float], Awaitable[bool]],
+        drain: Callable[[float], Awaitable[int]],
         drain_timeout: float,
         commit_timeout: float = 10.0,
         metrics: Metrics | None = None,
@@ -156,11 +156,14 @@ class KafkaSource:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # aiokafka rebalances eagerly: every partition is revoked. Finish what is in flight (bounded), commit
         # it, and let the next owner start exactly after it. Work that outlives the deadline is abandoned
-        # (`drain` cancels it) and stays uncommitted for the next owner.
+        # (`drain` cancels it and says how many messages it abandoned) and stays uncommitted for the next owner.
         if revoked:
-            finished = await self._drain(self._drain_timeout)
-            if not finished:
-                log.warning("in-flight work outlived the revoke deadline: abandoned, the next owner reads it again")
+            abandoned = await self._drain(self._drain_timeout)
+            if abandoned:
+                log.warning(
+                    "in-flight work outlived the revoke deadline: abandoned, the next owner reads it again",
+                    in_flight=abandoned,
+                )
             await self.commit()
         self.tracker.revoke(revoked)
         self.assigned.clear()

@@ -196,3 +196,24 @@ async def test_abandoning_work_before_the_publishing_task_took_its_statuses(make
     dispatcher._collect([(b"k2", b"{}")], ["again"], {("p", "sent"): 1})  # and a new hand-over is published
     assert await dispatcher.wait_idle(5)
     assert done == ["again"]
+
+
+async def test_a_drain_waits_for_acknowledgements_then_abandons_what_outlives_it(provider, make_dispatcher):
+    _, received = provider
+    publisher = Publisher(held=True)
+    done: list[Any] = []
+    dispatcher, intake = make_dispatcher(publisher, done)
+    submit(dispatcher, intake, ["m0", "m1", "m2"])
+    assert await dispatcher.drain(0.3) == 3  # sent, but Kafka never acknowledged: abandoned, read again
+    assert received and dispatcher.in_flight == 0 and done == []
+    publisher.release.set()
+    submit(dispatcher, intake, ["m3", "m4"])
+    assert await dispatcher.drain(5) == 0
+    assert sorted(done) == ["m3", "m4"]
+    # A second stop signal ends the wait at once.
+    publisher.release.clear()
+    submit(dispatcher, intake, ["m5"])
+    interrupt = asyncio.Event()
+    interrupt.set()
+    assert await dispatcher.drain(60, interrupt) == 1
+    assert dispatcher.in_flight == 0
